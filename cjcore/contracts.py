@@ -1,0 +1,340 @@
+"""Data contracts shared by pairing, scoring, actors, storage and the driver (DESIGN §4).
+
+Pydantic models at the boundaries (the batch request in, the batch result out); slotted dataclasses for
+the messages that cross between actors thousands of times a second.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cjcore.errors import InvalidRequest
+
+# ENG5 anchors cover F–A; the order is low → high and is the order of the grade boundaries.
+GRADE_SCALE: tuple[str, ...] = ("F", "E", "D", "C", "B", "A")
+
+DEFAULT_INSTRUCTIONS = (
+    "You are an experienced examiner of English writing. Compare the two essays and decide which is the "
+    "better piece of writing overall, considering content and ideas, organisation, style and accuracy of "
+    "language. Judge quality only: ignore length, and ignore which essay is shown first."
+)
+
+
+class BatchState(enum.StrEnum):
+    INITIALIZING = "INITIALIZING"
+    GENERATING_PAIRS = "GENERATING_PAIRS"
+    WAITING_CALLBACKS = "WAITING_CALLBACKS"
+    SCORING = "SCORING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+TERMINAL_STATES = frozenset({BatchState.COMPLETED, BatchState.FAILED, BatchState.CANCELLED})
+
+
+class Winner(enum.StrEnum):
+    ESSAY_A = "essay_a"
+    ESSAY_B = "essay_b"
+    ERROR = "error"
+
+
+class BudgetSource(enum.StrEnum):
+    RUNNER_OVERRIDE = "runner_override"
+    SERVICE_DEFAULT = "service_default"
+
+
+class ErrorType(enum.StrEnum):
+    """Why a comparison attempt produced no verdict. Stored upper-cased as `error_code`."""
+
+    RATE_LIMIT = "rate_limit"
+    OVERLOADED = "overloaded"
+    SERVER_ERROR = "server_error"
+    TIMEOUT = "timeout"
+    INVALID_REQUEST = "invalid_request"
+    AUTHENTICATION = "authentication"
+    MALFORMED_OUTPUT = "malformed_output"
+    MAX_TOKENS = "max_tokens"
+    CONNECTION = "connection"
+    QUEUE_TIMEOUT = "queue_timeout"  # expired by the Supervisor after CJ_MAX_PROCESSING_SECONDS
+    CANCELLED = "cancelled"  # dropped from a worker queue before it was sent
+
+
+# ---------------------------------------------------------------------------------------------------
+# Batch request (DESIGN §4.1)
+
+
+class Essay(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    essay_id: str = Field(min_length=1, max_length=200)
+    text: str
+    is_anchor: bool = False
+    known_grade: str | None = None
+    anchor_ref_id: str | None = None
+
+    @field_validator("text")
+    @classmethod
+    def _text_not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+    @field_validator("known_grade")
+    @classmethod
+    def _grade_known(cls, v: str | None) -> str | None:
+        if v is not None and v not in GRADE_SCALE:
+            raise ValueError(f"unknown grade {v!r}; expected one of {', '.join(GRADE_SCALE)}")
+        return v
+
+    @model_validator(mode="after")
+    def _anchor_has_grade(self) -> Essay:
+        if self.is_anchor and self.known_grade is None:
+            raise ValueError("known_grade: an anchor essay needs a known_grade")
+        return self
+
+
+class LLMConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["anthropic"] = "anthropic"
+    model: str = Field(default="claude-haiku-4-5", min_length=1)
+    temperature: float = Field(default=0.0, ge=0.0, le=1.0)
+    max_tokens: int = Field(default=512, ge=16, le=8192)
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    batch_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    assignment_id: str | None = None
+    course_code: str | None = None
+    language: str = "en"
+    user_id: str | None = None
+    instructions: str = DEFAULT_INSTRUCTIONS
+    max_comparisons: int | None = Field(default=None, ge=1, le=10_000_000)
+    completion_threshold_pct: float | None = Field(default=None, gt=0, le=100)
+    pair_generation_seed: int | None = None
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    essays: list[Essay]
+
+    @field_validator("instructions")
+    @classmethod
+    def _instructions_not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+    @field_validator("essays")
+    @classmethod
+    def _essays_usable(cls, v: list[Essay]) -> list[Essay]:
+        if len(v) < 2:
+            raise ValueError(f"at least 2 essays are needed to compare, got {len(v)}")
+        seen: set[str] = set()
+        for essay in v:
+            if essay.essay_id in seen:
+                raise ValueError(f"duplicate essay_id {essay.essay_id!r}")
+            seen.add(essay.essay_id)
+        return v
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "request"
+
+
+def parse_batch_request(data: Any) -> BatchRequest:
+    """Validate a batch request; raise InvalidRequest naming the first offending field."""
+    if not isinstance(data, dict):
+        raise InvalidRequest("request", "must be a JSON object")
+    try:
+        return BatchRequest.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        path = _field_path(tuple(err["loc"]))
+        # A model-level check names its field in the message ("known_grade: …"); lift it into the path.
+        if ": " in msg and msg.split(": ", 1)[0].isidentifier():
+            sub, msg = msg.split(": ", 1)
+            path = f"{path}.{sub}"
+        raise InvalidRequest(path, msg) from None
+
+
+def new_batch_id() -> str:
+    return uuid.uuid4().hex
+
+
+def new_correlation_id() -> str:
+    return str(uuid.uuid4())
+
+
+def denominator(total_budget: int, n_essays: int) -> int:
+    """Completion denominator (invariant 3): the budget, or every distinct pair if that is fewer."""
+    return max(1, min(total_budget, n_essays * (n_essays - 1) // 2))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Messages between actors
+
+
+@dataclass(slots=True)
+class ComparisonRequest:
+    correlation_id: str
+    batch_id: str
+    essay_a_id: str
+    essay_b_id: str
+    text_a: str
+    text_b: str
+    instructions: str
+    model: str
+    temperature: float
+    max_tokens: int
+
+
+@dataclass(slots=True)
+class ComparisonResult:
+    correlation_id: str
+    batch_id: str
+    winner: Winner
+    confidence: float | None = None
+    justification: str | None = None
+    error_type: ErrorType | None = None
+    http_status: int | None = None
+    error_details: str | None = None
+    provider_request_id: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_ms: int = 0
+
+    @property
+    def error_code(self) -> str | None:
+        return self.error_type.value.upper() if self.error_type else None
+
+    @classmethod
+    def error(
+        cls, request_or_ids: ComparisonRequest | tuple[str, str], error_type: ErrorType, details: str, **kw: Any
+    ) -> ComparisonResult:
+        if isinstance(request_or_ids, ComparisonRequest):
+            cid, bid = request_or_ids.correlation_id, request_or_ids.batch_id
+        else:
+            cid, bid = request_or_ids
+        return cls(cid, bid, Winner.ERROR, error_type=error_type, error_details=details[:500], **kw)
+
+
+@dataclass(slots=True, frozen=True)
+class PlannedPair:
+    """A pair chosen by pairing, in its randomized A/B order, before it gets a correlation id."""
+
+    essay_a_id: str
+    essay_b_id: str
+
+
+@dataclass(slots=True)
+class Comparison:
+    """A recorded valid verdict, as the scorer sees it."""
+
+    essay_a_id: str
+    essay_b_id: str
+    winner: Winner
+
+
+@dataclass(slots=True)
+class Counters:
+    total_budget: int
+    submitted: int = 0
+    completed: int = 0
+    failed: int = 0
+    iterations: int = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self.submitted - self.completed - self.failed
+
+
+# ---------------------------------------------------------------------------------------------------
+# Batch result (DESIGN §4.2)
+
+
+class CountersOut(BaseModel):
+    total_budget: int
+    submitted: int
+    completed: int
+    failed: int
+    iterations: int
+
+
+class RankingEntry(BaseModel):
+    essay_id: str
+    rank: int
+    score: float
+    se: float
+    is_anchor: bool
+    known_grade: str | None = None
+
+
+class GradeProjectionOut(BaseModel):
+    essay_id: str
+    grade: str
+    probabilities: dict[str, float]
+    confidence: float
+
+
+class ReliabilityOut(BaseModel):
+    ssr: float
+    comparisons_per_essay: float = 0.0
+
+
+class PositionOut(BaseModel):
+    a_wins: int = 0
+    b_wins: int = 0
+    bias_logit: float = 0.0
+    bias_se: float = 0.0
+
+
+class CostOut(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    usd: float = 0.0
+
+
+class CompletionOut(BaseModel):
+    denominator: int
+    threshold_pct: float
+    completion_pct: float
+
+
+class BatchResult(BaseModel):
+    batch_id: str
+    state: BatchState
+    completion_reason: str | None = None
+    counters: CountersOut
+    rankings: list[RankingEntry] = Field(default_factory=list)
+    grade_projections: list[GradeProjectionOut] = Field(default_factory=list)
+    reliability: ReliabilityOut = Field(default_factory=lambda: ReliabilityOut(ssr=0.0))
+    position: PositionOut = Field(default_factory=PositionOut)
+    cost: CostOut = Field(default_factory=CostOut)
+    completion: CompletionOut | None = None
+    budget_source: BudgetSource | None = None
+    error: str | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+__all__ = [
+    "GRADE_SCALE", "DEFAULT_INSTRUCTIONS", "BatchState", "TERMINAL_STATES", "Winner", "BudgetSource",
+    "ErrorType", "Essay", "LLMConfig", "BatchRequest", "parse_batch_request", "new_batch_id",
+    "new_correlation_id", "denominator", "ComparisonRequest", "ComparisonResult", "PlannedPair",
+    "Comparison", "Counters", "BatchResult", "CountersOut", "RankingEntry", "GradeProjectionOut",
+    "ReliabilityOut", "PositionOut", "CostOut", "CompletionOut", "field",
+]

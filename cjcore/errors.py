@@ -1,0 +1,45 @@
+"""The project's error tree. Third-party errors are translated into it at one boundary each:
+`anthropic` in actors/provider_worker.py (as error *results*, never raised), the database in storage/.
+
+    CJError                      every error we raise; carries an optional correlation id
+    ├── InvalidRequest           bad input; `field` names the offending field (invariant 10)
+    ├── BatchExists              submit with a batch_id that is already stored
+    ├── BatchNotFound            status/cancel/inspect of an unknown batch
+    ├── SchemaMismatch           database enums differ from the code's; refuse to start
+    ├── ConfigError              settings that cannot work (e.g. a zero rate limit)
+    └── BatchTimeout             wait() gave up before the batch reached a terminal state
+"""
+
+from __future__ import annotations
+
+
+class CJError(Exception):
+    def __init__(self, message: str, *, correlation_id: str | None = None):
+        super().__init__(message)
+        self.correlation_id = correlation_id
+
+
+class InvalidRequest(CJError):
+    def __init__(self, field: str, message: str, *, correlation_id: str | None = None):
+        super().__init__(f"{field}: {message}", correlation_id=correlation_id)
+        self.field = field
+
+
+class BatchExists(CJError):
+    pass
+
+
+class BatchNotFound(CJError):
+    pass
+
+
+class SchemaMismatch(CJError):
+    pass
+
+
+class ConfigError(CJError):
+    pass
+
+
+class BatchTimeout(CJError):
+    pass

@@ -1,0 +1,123 @@
+"""Which essays to compare next, in which A/B order.
+
+`first_round` gives a connected design (a random ring, then random matchings) where every essay takes
+part in a similar number of pairs. `next_round` prefers the unused pairs that are most informative for
+the current fit: close scores (largest p(1−p)) between uncertain essays (largest var of the difference),
+with a per-essay cap so a round spreads over the whole batch. A pair is not repeated until every pair
+has been tried. Every pair's A/B order is a fair coin, so anchors (or any essay) sit in position A half
+of the time whatever the order of the input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+
+from cjcore.contracts import PlannedPair
+
+Key = frozenset[str]
+
+
+def pair_key(a: str, b: str) -> Key:
+    return frozenset((a, b))
+
+
+def round_rng(seed: int | None, batch_id: str, iteration: int) -> random.Random:
+    """Deterministic per round: the same seed (or, without one, the same batch) gives the same pairs,
+    so a coordinator that is restarted mid-round regenerates exactly what it had planned."""
+    base = seed if seed is not None else int(hashlib.sha256(batch_id.encode()).hexdigest()[:12], 16)
+    return random.Random(f"{base}:{iteration}")
+
+
+def round_size(n_essays: int, pairs_per_essay: float, remaining_budget: int, unused_pairs: int) -> int:
+    """Pairs to plan this round. When what is left unused is at most two rounds' worth, take it all now
+    (a 4-essay batch compares its 6 pairs in one round instead of trickling)."""
+    if remaining_budget <= 0:
+        return 0
+    size = max(1, math.ceil(n_essays * pairs_per_essay))
+    if 0 < unused_pairs <= 2 * size:
+        size = unused_pairs
+    return min(size, remaining_budget)
+
+
+def _orient(a: str, b: str, rng: random.Random) -> PlannedPair:
+    return PlannedPair(a, b) if rng.random() < 0.5 else PlannedPair(b, a)
+
+
+def first_round(essay_ids: Sequence[str], size: int, rng: random.Random) -> list[PlannedPair]:
+    ids = list(essay_ids)
+    n = len(ids)
+    total = n * (n - 1) // 2
+    size = min(size, total)
+    chosen: list[Key] = []
+    seen: set[Key] = set()
+
+    def take(a: str, b: str) -> None:
+        k = pair_key(a, b)
+        if a != b and k not in seen and len(chosen) < size:
+            seen.add(k)
+            chosen.append(k)
+
+    order = ids[:]
+    rng.shuffle(order)
+    for i in range(n):  # ring: connected, every essay in two pairs
+        take(order[i], order[(i + 1) % n])
+    for _ in range(8):  # more random matchings keep degrees even
+        if len(chosen) >= size:
+            break
+        rng.shuffle(order)
+        for i in range(0, n - 1, 2):
+            take(order[i], order[i + 1])
+    if len(chosen) < size:  # dense request: fill from every remaining pair
+        rest = [pair_key(a, b) for i, a in enumerate(ids) for b in ids[i + 1 :] if pair_key(a, b) not in seen]
+        rng.shuffle(rest)
+        for k in rest:
+            a, b = sorted(k)
+            take(a, b)
+    return [_orient(*sorted(k), rng) for k in chosen]
+
+
+def next_round(
+    essay_ids: Sequence[str],
+    attempted: Mapping[Key, int],
+    scores: Mapping[str, float],
+    ses: Mapping[str, float],
+    size: int,
+    rng: random.Random,
+) -> list[PlannedPair]:
+    ids = sorted(essay_ids)
+    n = len(ids)
+    if size <= 0 or n < 2:
+        return []
+    all_pairs = [(a, b) for i, a in enumerate(ids) for b in ids[i + 1 :]]
+    least = min(attempted.get(pair_key(a, b), 0) for a, b in all_pairs)
+    candidates = [(a, b) for a, b in all_pairs if attempted.get(pair_key(a, b), 0) == least]
+
+    def value(pair: tuple[str, str]) -> tuple[float, float]:
+        a, b = pair
+        p = 1.0 / (1.0 + math.exp(-(scores.get(a, 0.0) - scores.get(b, 0.0))))
+        var = ses.get(a, 1.0) ** 2 + ses.get(b, 1.0) ** 2
+        return (p * (1.0 - p) * var, rng.random())
+
+    candidates.sort(key=value, reverse=True)
+    cap = max(2, math.ceil(2 * size / n) + 1)
+    load: Counter[str] = Counter()
+    picked: list[tuple[str, str]] = []
+    for a, b in candidates:
+        if len(picked) >= size:
+            break
+        if load[a] < cap and load[b] < cap:
+            picked.append((a, b))
+            load[a] += 1
+            load[b] += 1
+    if len(picked) < size:  # the cap left budget unspent: relax it
+        taken = set(picked)
+        picked += [p for p in candidates if p not in taken][: size - len(picked)]
+    return [_orient(a, b, rng) for a, b in picked]
+
+
+def attempt_counts(pairs: Iterable[tuple[str, str]]) -> Counter[Key]:
+    return Counter(pair_key(a, b) for a, b in pairs)

@@ -1,0 +1,109 @@
+"""Configuration: `CJ_`-prefixed environment variables, read once at start and passed to actors.
+
+Units are in the names. Settings are validated here so that a deployment that cannot work fails at
+start with a message naming the variable, not at the first request.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cjcore.errors import ConfigError
+
+ANTHROPIC_API_URL = "https://api.anthropic.com"
+
+
+class ModelPrice(BaseModel):
+    """US dollars per million tokens."""
+
+    input: float
+    output: float
+    cache_write_5m: float
+    cache_read: float
+
+
+# Public list prices (USD per million tokens); cache writes 1.25× input, reads 0.1× input.
+DEFAULT_PRICES: dict[str, ModelPrice] = {
+    "claude-haiku-4-5": ModelPrice(input=1.0, output=5.0, cache_write_5m=1.25, cache_read=0.10),
+    "claude-sonnet-4-5": ModelPrice(input=3.0, output=15.0, cache_write_5m=3.75, cache_read=0.30),
+    "claude-opus-4-1": ModelPrice(input=15.0, output=75.0, cache_write_5m=18.75, cache_read=1.50),
+}
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "cj"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CJ_", extra="ignore")
+
+    # Where things are
+    database_url: str | None = None  # absent → embedded PostgreSQL in state_dir
+    state_dir: Path = Field(default_factory=default_state_dir)
+    ray_address: str | None = None  # absent → up/demo start a local Ray
+    ray_namespace: str = "cj"
+    provider_base_url: str | None = None  # absent with an API key → the real Anthropic API
+    anthropic_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "CJ_ANTHROPIC_API_KEY")
+    )
+
+    # Provider pool
+    workers: int = Field(default=2, ge=1, le=256)
+    worker_max_in_flight: int = Field(default=64, ge=1, le=10_000)
+    requests_per_minute: int = Field(default=4_000, ge=1)
+    tokens_per_minute: int = Field(default=2_000_000, ge=1)
+    provider_timeout_s: float = Field(default=60.0, gt=0)
+    result_delivery_timeout_s: float = Field(default=120.0, gt=0)
+    prices: dict[str, ModelPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+
+    # Batches
+    default_max_comparisons: int = Field(default=200, ge=1)  # budget when the request gives none
+    completion_threshold_pct: float = Field(default=95.0, gt=0, le=100)
+    score_stability_threshold: float = Field(default=0.05, gt=0)
+    max_iterations: int = Field(default=20, ge=1)
+    pairs_per_essay_per_round: float = Field(default=1.0, gt=0)
+    bt_regularization: float = Field(default=0.01, gt=0)
+
+    # Scoring and supervision
+    scorers: int = Field(default=1, ge=1, le=64)
+    max_processing_seconds: float = Field(default=300.0, gt=0)
+    supervisor_interval_s: float = Field(default=10.0, gt=0)
+
+    # Observability and events
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    event_webhook_url: str | None = None
+    log_level: str = "INFO"
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        v = v.upper()
+        if v not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return v
+
+    @property
+    def uses_real_anthropic(self) -> bool:
+        return self.provider_base_url is None and self.anthropic_api_key is not None
+
+    def api_key_value(self) -> str:
+        # The simulated server accepts any key; never log or store this value.
+        return self.anthropic_api_key.get_secret_value() if self.anthropic_api_key else "sk-sim-not-a-secret"
+
+    def price_for(self, model: str) -> ModelPrice:
+        return self.prices.get(model) or self.prices.get("claude-haiku-4-5") or DEFAULT_PRICES["claude-haiku-4-5"]
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment; raise ConfigError naming the variable on bad values."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = "CJ_" + str(err["loc"][0]).upper() if err["loc"] else "settings"
+        raise ConfigError(f"{name}: {err['msg']}") from None

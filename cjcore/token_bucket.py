@@ -1,0 +1,42 @@
+"""A continuously refilled token bucket (the algorithm Anthropic documents for its own limits).
+
+Time is passed in, so the bucket is tested with a fake clock and used with time.monotonic().
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class TokenBucket:
+    capacity: float
+    refill_per_s: float
+    level: float
+    updated_at: float
+
+    @classmethod
+    def per_minute(cls, limit: float, now: float, start_full: bool = True) -> TokenBucket:
+        return cls(float(limit), limit / 60.0, float(limit) if start_full else 0.0, now)
+
+    def _refill(self, now: float) -> None:
+        if now > self.updated_at:
+            self.level = min(self.capacity, self.level + (now - self.updated_at) * self.refill_per_s)
+            self.updated_at = now
+
+    def available(self, now: float) -> float:
+        self._refill(now)
+        return self.level
+
+    def try_take(self, amount: float, now: float) -> float:
+        """Take `amount` and return 0.0, or take nothing and return the seconds until it would fit."""
+        self._refill(now)
+        amount = min(amount, self.capacity)  # a request larger than the bucket waits for a full one
+        if self.level >= amount:
+            self.level -= amount
+            return 0.0
+        return (amount - self.level) / self.refill_per_s
+
+    def seconds_until_full(self, now: float) -> float:
+        self._refill(now)
+        return (self.capacity - self.level) / self.refill_per_s

@@ -1,0 +1,1 @@
+"""The only package that speaks SQL: PostgreSQL through SQLAlchemy 2 async + asyncpg."""

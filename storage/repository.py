@@ -1,0 +1,613 @@
+"""Every query the system makes. Counters move in the same statement or transaction as the rows they
+count, so `cj_batch_states` always equals COUNTs over `cj_comparison_pairs` (invariant 1)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import bindparam, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from cjcore.contracts import (
+    TERMINAL_STATES,
+    BatchRequest,
+    BatchResult,
+    BatchState,
+    BudgetSource,
+    Comparison,
+    ComparisonResult,
+    CompletionOut,
+    CostOut,
+    Counters,
+    CountersOut,
+    GradeProjectionOut,
+    PositionOut,
+    RankingEntry,
+    ReliabilityOut,
+    Winner,
+    denominator,
+)
+from cjcore.errors import BatchExists, BatchNotFound
+from cjcore.state_machine import sources_of
+from storage.schema import BatchStatus, batch_states, batches, essays, outbox, pairs, projections
+
+_COUNTER_COLS = (
+    batch_states.c.total_budget,
+    batch_states.c.submitted_comparisons,
+    batch_states.c.completed_comparisons,
+    batch_states.c.failed_comparisons,
+    batch_states.c.current_iteration,
+)
+
+
+def _counters(row: Any) -> Counters:
+    return Counters(
+        total_budget=row.total_budget,
+        submitted=row.submitted_comparisons,
+        completed=row.completed_comparisons,
+        failed=row.failed_comparisons,
+        iterations=row.current_iteration,
+    )
+
+
+def _meta(patch: dict[str, Any]) -> Any:
+    """`metadata || patch`: updates merge keys and never drop the ones they don't name."""
+    return batch_states.c.metadata.op("||")(bindparam("meta_patch", patch, type_=JSONB))
+
+
+@dataclass(slots=True)
+class EssayRow:
+    essay_id: str
+    text: str
+    is_anchor: bool
+    known_grade: str | None
+    score: float | None
+    se: float | None
+
+
+@dataclass(slots=True)
+class BatchSnapshot:
+    """Everything a coordinator needs to (re)start a batch, read from the database alone."""
+
+    batch_id: str
+    request: BatchRequest
+    state: BatchState
+    counters: Counters
+    threshold_pct: float
+    budget_source: BudgetSource
+    metadata: dict[str, Any]
+    essays: list[EssayRow]
+    attempted: list[tuple[str, str]] = field(default_factory=list)  # (a, b) of every attempt
+    pending: list[tuple[str, str, str]] = field(default_factory=list)  # (correlation_id, a, b), no result
+
+
+_RECORD_SQL = text(
+    """
+WITH incoming AS (
+    SELECT * FROM unnest(
+        CAST(:cid AS text[]), CAST(:winner AS text[]), CAST(:confidence AS float8[]),
+        CAST(:justification AS text[]), CAST(:error_code AS text[]), CAST(:error_details AS text[]),
+        CAST(:http_status AS int[]), CAST(:request_id AS text[]), CAST(:input_tokens AS int[]),
+        CAST(:output_tokens AS int[]), CAST(:cache_read AS int[]), CAST(:cache_write AS int[]),
+        CAST(:cost AS float8[]), CAST(:latency AS int[])
+    ) AS t(correlation_id, winner, confidence, justification, error_code, error_details, http_status,
+           provider_request_id, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
+           cost_usd, latency_ms)
+), recorded AS (
+    UPDATE cj_comparison_pairs p
+       SET winner = CAST(i.winner AS cj_winner), confidence = i.confidence, justification = i.justification,
+           error_code = i.error_code, error_details = i.error_details, http_status = i.http_status,
+           provider_request_id = i.provider_request_id, input_tokens = i.input_tokens,
+           output_tokens = i.output_tokens, cache_read_tokens = i.cache_read_tokens,
+           cache_write_tokens = i.cache_write_tokens, cost_usd = i.cost_usd, latency_ms = i.latency_ms,
+           completed_at = now()
+      FROM incoming i
+     WHERE p.correlation_id = i.correlation_id AND p.batch_id = :batch_id AND p.winner IS NULL
+    RETURNING p.correlation_id, p.winner
+), tally AS (
+    SELECT count(*) FILTER (WHERE winner <> 'error') AS ok, count(*) FILTER (WHERE winner = 'error') AS bad
+      FROM recorded
+), bump AS (
+    UPDATE cj_batch_states s
+       SET completed_comparisons = s.completed_comparisons + tally.ok,
+           failed_comparisons = s.failed_comparisons + tally.bad,
+           last_activity_at = CASE WHEN tally.ok + tally.bad > 0 THEN now() ELSE s.last_activity_at END
+      FROM tally
+     WHERE s.batch_id = :batch_id
+    RETURNING s.total_budget, s.submitted_comparisons, s.completed_comparisons, s.failed_comparisons,
+              s.current_iteration
+)
+SELECT (SELECT coalesce(array_agg(correlation_id), '{}') FROM recorded) AS recorded, bump.* FROM bump
+"""
+)
+
+
+class Repository:
+    def __init__(self, engine: AsyncEngine):
+        self.engine = engine
+
+    # ----------------------------------------------------------------------------------------------
+    # Creating and loading a batch
+
+    async def create_batch(
+        self, batch_id: str, request: BatchRequest, total_budget: int, source: BudgetSource, threshold_pct: float
+    ) -> None:
+        """Store the typed original request, its essays and the initial state, in one transaction."""
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    insert(batches).values(
+                        batch_id=batch_id,
+                        status=BatchStatus.ACTIVE,
+                        original_request=request.model_dump_json(),
+                        budget_source=source,
+                        assignment_id=request.assignment_id,
+                        course_code=request.course_code,
+                        user_id=request.user_id,
+                    )
+                )
+                await conn.execute(
+                    insert(batch_states).values(
+                        batch_id=batch_id,
+                        state=BatchState.INITIALIZING,
+                        total_budget=total_budget,
+                        completion_threshold_pct=threshold_pct,
+                        metadata={"budget_source": source.value, "n_essays": len(request.essays)},
+                    )
+                )
+                await conn.execute(
+                    insert(essays),
+                    [
+                        {
+                            "batch_id": batch_id,
+                            "essay_id": e.essay_id,
+                            "position": i,
+                            "text": e.text,
+                            "text_sha256": hashlib.sha256(e.text.encode()).hexdigest(),
+                            "is_anchor": e.is_anchor,
+                            "known_grade": e.known_grade,
+                            "anchor_ref_id": e.anchor_ref_id,
+                        }
+                        for i, e in enumerate(request.essays)
+                    ],
+                )
+        except IntegrityError as exc:
+            if "cj_batches_pkey" in str(exc.orig):
+                raise BatchExists(f"batch_id: batch {batch_id!r} already exists") from None
+            raise
+
+    async def load(self, batch_id: str) -> BatchSnapshot:
+        async with self.engine.connect() as conn:
+            head = (
+                await conn.execute(
+                    select(
+                        batches.c.original_request,
+                        batches.c.budget_source,
+                        batch_states.c.state,
+                        batch_states.c.completion_threshold_pct,
+                        batch_states.c.metadata,
+                        *_COUNTER_COLS,
+                    )
+                    .join(batch_states, batch_states.c.batch_id == batches.c.batch_id)
+                    .where(batches.c.batch_id == batch_id)
+                )
+            ).one_or_none()
+            if head is None:
+                raise BatchNotFound(f"batch {batch_id!r} not found")
+            essay_rows = (
+                await conn.execute(
+                    select(
+                        essays.c.essay_id, essays.c.text, essays.c.is_anchor, essays.c.known_grade,
+                        essays.c.score, essays.c.se,
+                    )
+                    .where(essays.c.batch_id == batch_id)
+                    .order_by(essays.c.position)
+                )
+            ).all()
+            pair_rows = (
+                await conn.execute(
+                    select(pairs.c.correlation_id, pairs.c.essay_a_id, pairs.c.essay_b_id, pairs.c.winner)
+                    .where(pairs.c.batch_id == batch_id)
+                    .order_by(pairs.c.id)
+                )
+            ).all()
+        return BatchSnapshot(
+            batch_id=batch_id,
+            request=BatchRequest.model_validate_json(head.original_request),
+            state=BatchState(head.state),
+            counters=_counters(head),
+            threshold_pct=head.completion_threshold_pct,
+            budget_source=BudgetSource(head.budget_source),
+            metadata=dict(head.metadata or {}),
+            essays=[EssayRow(*r) for r in essay_rows],
+            attempted=[(r.essay_a_id, r.essay_b_id) for r in pair_rows],
+            pending=[(r.correlation_id, r.essay_a_id, r.essay_b_id) for r in pair_rows if r.winner is None],
+        )
+
+    # ----------------------------------------------------------------------------------------------
+    # The round: pairs out, results in
+
+    async def insert_round(
+        self, batch_id: str, iteration: int, planned: Sequence[tuple[str, str, str]]
+    ) -> Counters | None:
+        """Commit a round's pair rows (correlation_id, a, b) with `submitted` and the move to
+        WAITING_CALLBACKS, before any of them is dispatched. None if the batch left GENERATING_PAIRS."""
+        async with self.engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    update(batch_states)
+                    .where(batch_states.c.batch_id == batch_id, batch_states.c.state == BatchState.GENERATING_PAIRS)
+                    .values(
+                        state=BatchState.WAITING_CALLBACKS,
+                        submitted_comparisons=batch_states.c.submitted_comparisons + len(planned),
+                        current_iteration=iteration,
+                        last_activity_at=func.now(),
+                    )
+                    .returning(*_COUNTER_COLS)
+                )
+            ).one_or_none()
+            if row is None:
+                return None
+            if planned:
+                await conn.execute(
+                    insert(pairs),
+                    [
+                        {"correlation_id": cid, "batch_id": batch_id, "iteration": iteration,
+                         "essay_a_id": a, "essay_b_id": b}
+                        for cid, a, b in planned
+                    ],
+                )
+            return _counters(row)
+
+    async def record_results(
+        self, batch_id: str, results: Sequence[ComparisonResult]
+    ) -> tuple[set[str], Counters]:
+        """Record each result at most once (the first wins; invariant 5). Returns the correlation ids
+        recorded now and the counters after them, both from one statement."""
+        params = {
+            "batch_id": batch_id,
+            "cid": [r.correlation_id for r in results],
+            "winner": [r.winner.value for r in results],
+            "confidence": [r.confidence for r in results],
+            "justification": [r.justification for r in results],
+            "error_code": [r.error_code for r in results],
+            "error_details": [r.error_details for r in results],
+            "http_status": [r.http_status for r in results],
+            "request_id": [r.provider_request_id for r in results],
+            "input_tokens": [r.input_tokens for r in results],
+            "output_tokens": [r.output_tokens for r in results],
+            "cache_read": [r.cache_read_tokens for r in results],
+            "cache_write": [r.cache_write_tokens for r in results],
+            "cost": [r.cost_usd for r in results],
+            "latency": [r.latency_ms for r in results],
+        }
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(_RECORD_SQL, params)).one_or_none()
+        if row is None:
+            raise BatchNotFound(f"batch {batch_id!r} not found")
+        return set(row.recorded), _counters(row)
+
+    async def valid_comparisons(self, batch_id: str) -> list[Comparison]:
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(pairs.c.essay_a_id, pairs.c.essay_b_id, pairs.c.winner).where(
+                        pairs.c.batch_id == batch_id, pairs.c.winner.in_([Winner.ESSAY_A, Winner.ESSAY_B])
+                    )
+                )
+            ).all()
+        return [Comparison(r.essay_a_id, r.essay_b_id, Winner(r.winner)) for r in rows]
+
+    # ----------------------------------------------------------------------------------------------
+    # State
+
+    async def transition(self, batch_id: str, target: BatchState, meta: dict[str, Any] | None = None) -> bool:
+        """Move along the state machine; False if the batch is not in a state that may move to target."""
+        async with self.engine.begin() as conn:
+            return await self._transition(conn, batch_id, target, meta)
+
+    async def _transition(
+        self, conn: AsyncConnection, batch_id: str, target: BatchState, meta: dict[str, Any] | None,
+        reason: str | None = None,
+    ) -> bool:
+        values: dict[str, Any] = {"state": target, "last_activity_at": func.now()}
+        if meta:
+            values["metadata"] = _meta(meta)
+        if reason is not None:
+            values["completion_reason"] = reason
+        res = await conn.execute(
+            update(batch_states)
+            .where(batch_states.c.batch_id == batch_id, batch_states.c.state.in_(sources_of(target)))
+            .values(**values)
+        )
+        return res.rowcount == 1
+
+    async def merge_metadata(self, batch_id: str, meta: dict[str, Any]) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(batch_states).where(batch_states.c.batch_id == batch_id).values(metadata=_meta(meta))
+            )
+
+    async def save_round(
+        self, batch_id: str, scores: dict[str, tuple[float, float]], meta: dict[str, Any]
+    ) -> bool:
+        """Store a round's fit and move SCORING → GENERATING_PAIRS, together."""
+        async with self.engine.begin() as conn:
+            if not await self._transition(conn, batch_id, BatchState.GENERATING_PAIRS, meta):
+                return False
+            await self._write_scores(conn, batch_id, scores, ranks={})
+            return True
+
+    async def _write_scores(
+        self, conn: AsyncConnection, batch_id: str, scores: dict[str, tuple[float, float]], ranks: dict[str, int]
+    ) -> None:
+        if not scores:
+            return
+        await conn.execute(
+            update(essays)
+            .where(essays.c.batch_id == bindparam("b_id"), essays.c.essay_id == bindparam("e_id"))
+            .values(score=bindparam("s"), se=bindparam("e"), rank=bindparam("r")),
+            [
+                {"b_id": batch_id, "e_id": k, "s": s, "e": se, "r": ranks.get(k)}
+                for k, (s, se) in scores.items()
+            ],
+        )
+
+    async def finalize(
+        self,
+        batch_id: str,
+        target: BatchState,
+        reason: str,
+        *,
+        scores: dict[str, tuple[float, float]] | None = None,
+        ranks: dict[str, int] | None = None,
+        grade_projections: Sequence[GradeProjectionOut] = (),
+        meta: dict[str, Any] | None = None,
+    ) -> bool:
+        """Reach a terminal state exactly once, with scores, projections and one outbox event, in one
+        transaction. False (and nothing written) if the batch was already terminal."""
+        assert target in TERMINAL_STATES
+        async with self.engine.begin() as conn:
+            if not await self._transition(conn, batch_id, target, meta, reason=reason):
+                return False
+            await conn.execute(
+                update(batches)
+                .where(batches.c.batch_id == batch_id)
+                .values(status=BatchStatus(target.value), finished_at=func.now())
+            )
+            await self._write_scores(conn, batch_id, scores or {}, ranks or {})
+            if grade_projections:
+                await conn.execute(
+                    insert(projections),
+                    [
+                        {"batch_id": batch_id, "essay_id": p.essay_id, "grade": p.grade,
+                         "probabilities": p.probabilities, "confidence": p.confidence}
+                        for p in grade_projections
+                    ],
+                )
+            counters = _counters(
+                (await conn.execute(select(*_COUNTER_COLS).where(batch_states.c.batch_id == batch_id))).one()
+            )
+            await conn.execute(
+                insert(outbox).values(
+                    id=str(uuid.uuid4()),
+                    aggregate_id=batch_id,
+                    event_type=f"cj.batch.{target.value.lower()}",
+                    payload={
+                        "batch_id": batch_id,
+                        "state": target.value,
+                        "completion_reason": reason,
+                        "counters": CountersOut(**_counters_dict(counters)).model_dump(),
+                        "grade_projections": len(grade_projections),
+                    },
+                )
+            )
+            return True
+
+    # ----------------------------------------------------------------------------------------------
+    # Reading
+
+    async def result(self, batch_id: str) -> BatchResult:
+        async with self.engine.connect() as conn:
+            head = (
+                await conn.execute(
+                    select(
+                        batch_states.c.state, batch_states.c.completion_reason, batch_states.c.metadata,
+                        batch_states.c.completion_threshold_pct, batches.c.budget_source, *_COUNTER_COLS,
+                    )
+                    .join(batches, batches.c.batch_id == batch_states.c.batch_id)
+                    .where(batch_states.c.batch_id == batch_id)
+                )
+            ).one_or_none()
+            if head is None:
+                raise BatchNotFound(f"batch {batch_id!r} not found")
+            essay_rows = (
+                await conn.execute(
+                    select(essays.c.essay_id, essays.c.score, essays.c.se, essays.c.is_anchor,
+                           essays.c.known_grade, essays.c.rank)
+                    .where(essays.c.batch_id == batch_id, essays.c.score.is_not(None))
+                    .order_by(essays.c.score.desc(), essays.c.essay_id)
+                )
+            ).all()
+            proj_rows = (
+                await conn.execute(
+                    select(projections.c.essay_id, projections.c.grade, projections.c.probabilities,
+                           projections.c.confidence)
+                    .where(projections.c.batch_id == batch_id)
+                    .order_by(projections.c.essay_id)
+                )
+            ).all()
+            cost = await self._cost(conn, batch_id)
+            n_essays = (
+                await conn.execute(select(func.count()).select_from(essays).where(essays.c.batch_id == batch_id))
+            ).scalar_one()
+        counters = _counters(head)
+        meta = dict(head.metadata or {})
+        return BatchResult(
+            batch_id=batch_id,
+            state=BatchState(head.state),
+            completion_reason=head.completion_reason,
+            counters=CountersOut(**_counters_dict(counters)),
+            rankings=[
+                RankingEntry(essay_id=r.essay_id, rank=r.rank or i + 1, score=round(r.score, 4),
+                             se=round(r.se or 0.0, 4), is_anchor=r.is_anchor, known_grade=r.known_grade)
+                for i, r in enumerate(essay_rows)
+            ],
+            grade_projections=[
+                GradeProjectionOut(essay_id=r.essay_id, grade=r.grade, probabilities=r.probabilities,
+                                   confidence=r.confidence)
+                for r in proj_rows
+            ],
+            reliability=ReliabilityOut(**meta.get("reliability", {"ssr": 0.0})),
+            position=PositionOut(**meta.get("position", {})),
+            cost=cost,
+            completion=CompletionOut(
+                denominator=denominator(counters.total_budget, n_essays),
+                threshold_pct=head.completion_threshold_pct,
+                completion_pct=round(
+                    min(100.0, 100.0 * counters.completed / denominator(counters.total_budget, n_essays)), 2
+                ),
+            ),
+            budget_source=BudgetSource(head.budget_source),
+            error=meta.get("error"),
+        )
+
+    async def _cost(self, conn: AsyncConnection, batch_id: str) -> CostOut:
+        row = (
+            await conn.execute(
+                select(
+                    func.coalesce(func.sum(pairs.c.input_tokens), 0).label("i"),
+                    func.coalesce(func.sum(pairs.c.output_tokens), 0).label("o"),
+                    func.coalesce(func.sum(pairs.c.cache_read_tokens), 0).label("cr"),
+                    func.coalesce(func.sum(pairs.c.cache_write_tokens), 0).label("cw"),
+                    func.coalesce(func.sum(pairs.c.cost_usd), 0.0).label("usd"),
+                ).where(pairs.c.batch_id == batch_id)
+            )
+        ).one()
+        return CostOut(input_tokens=row.i, output_tokens=row.o, cache_read_tokens=row.cr,
+                       cache_write_tokens=row.cw, usd=round(float(row.usd), 6))
+
+    async def state_of(self, batch_id: str) -> tuple[BatchState, Counters]:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(batch_states.c.state, *_COUNTER_COLS).where(batch_states.c.batch_id == batch_id)
+                )
+            ).one_or_none()
+        if row is None:
+            raise BatchNotFound(f"batch {batch_id!r} not found")
+        return BatchState(row.state), _counters(row)
+
+    async def health(self, batch_id: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM cj_batch_health"
+        params: dict[str, Any] = {}
+        if batch_id is not None:
+            sql += " WHERE batch_id = :b"
+            params["b"] = batch_id
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(text(sql + " ORDER BY created_at"), params)).mappings().all()
+        return [dict(r) for r in rows]
+
+    async def inspect(self, batch_id: str) -> dict[str, Any]:
+        """The counters beside what the rows say (COUNT queries, never loading rows)."""
+        _, counters = await self.state_of(batch_id)
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT count(*) AS submitted, "
+                        "count(*) FILTER (WHERE winner IN ('essay_a','essay_b')) AS completed, "
+                        "count(*) FILTER (WHERE winner = 'error') AS failed, "
+                        "count(*) FILTER (WHERE winner IS NULL) AS in_flight, "
+                        "count(*) FILTER (WHERE winner = 'essay_a') AS a_wins, "
+                        "count(*) FILTER (WHERE winner = 'essay_b') AS b_wins "
+                        "FROM cj_comparison_pairs WHERE batch_id = :b"
+                    ),
+                    {"b": batch_id},
+                )
+            ).one()
+            errors = (
+                await conn.execute(
+                    text(
+                        "SELECT error_code, count(*) FROM cj_comparison_pairs WHERE batch_id = :b "
+                        "AND winner = 'error' GROUP BY error_code ORDER BY 2 DESC"
+                    ),
+                    {"b": batch_id},
+                )
+            ).all()
+            events = (
+                await conn.execute(
+                    select(func.count()).select_from(outbox).where(outbox.c.aggregate_id == batch_id)
+                )
+            ).scalar_one()
+            cost = await self._cost(conn, batch_id)
+        database = dict(rows._mapping)
+        return {
+            "batch_id": batch_id,
+            "counters": _counters_dict(counters),
+            "database": database,
+            "consistent": (
+                counters.submitted == database["submitted"]
+                and counters.completed == database["completed"]
+                and counters.failed == database["failed"]
+            ),
+            "errors_by_code": {code: n for code, n in errors},
+            "outbox_events": events,
+            "cost": cost.model_dump(),
+        }
+
+    async def events(self, batch_id: str) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(outbox.c.id, outbox.c.event_type, outbox.c.payload, outbox.c.published_at)
+                    .where(outbox.c.aggregate_id == batch_id)
+                    .order_by(outbox.c.created_at)
+                )
+            ).mappings().all()
+        return [dict(r) for r in rows]
+
+    # ----------------------------------------------------------------------------------------------
+    # Supervision
+
+    async def stuck_pairs(self, older_than_s: float) -> dict[str, list[str]]:
+        """Correlation ids without a result for longer than `older_than_s`, by batch."""
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT batch_id, correlation_id FROM cj_comparison_pairs WHERE winner IS NULL "
+                        "AND created_at < now() - make_interval(secs => :s) ORDER BY id"
+                    ),
+                    {"s": older_than_s},
+                )
+            ).all()
+        out: dict[str, list[str]] = {}
+        for b, cid in rows:
+            out.setdefault(b, []).append(cid)
+        return out
+
+    async def active_batch_ids(self) -> list[str]:
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(batch_states.c.batch_id).where(batch_states.c.state.not_in(list(TERMINAL_STATES)))
+                )
+            ).all()
+        return [r[0] for r in rows]
+
+
+def _counters_dict(c: Counters) -> dict[str, int]:
+    return {"total_budget": c.total_budget, "submitted": c.submitted, "completed": c.completed,
+            "failed": c.failed, "iterations": c.iterations}
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, default=str)

@@ -1,0 +1,155 @@
+"""Table definitions used to build queries. The migrations in storage/migrations create them; a test
+checks the two agree."""
+
+from __future__ import annotations
+
+import enum
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from cjcore.contracts import BatchState, BudgetSource, Winner
+
+
+class BatchStatus(enum.StrEnum):
+    """Coarse status on cj_batches, moved in the same transaction as the terminal state."""
+
+    ACTIVE = "ACTIVE"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+def _enum(py: type[enum.Enum], name: str) -> Enum:
+    return Enum(py, name=name, values_callable=lambda e: [m.value for m in e], create_type=False)
+
+
+# Name → Python enum; checked against pg_enum at start (storage.migrate.check_enums).
+ENUMS: dict[str, type[enum.Enum]] = {
+    "cj_batch_state": BatchState,
+    "cj_batch_status": BatchStatus,
+    "cj_budget_source": BudgetSource,
+    "cj_winner": Winner,
+}
+
+metadata = MetaData()
+NOW = text("now()")
+
+batches = Table(
+    "cj_batches",
+    metadata,
+    Column("batch_id", Text, primary_key=True),
+    Column("status", _enum(BatchStatus, "cj_batch_status"), nullable=False),
+    Column("original_request", Text, nullable=False),  # the typed request, byte-for-byte as validated
+    Column("budget_source", _enum(BudgetSource, "cj_budget_source"), nullable=False),
+    Column("assignment_id", Text),
+    Column("course_code", Text),
+    Column("user_id", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("finished_at", DateTime(timezone=True)),
+)
+
+batch_states = Table(
+    "cj_batch_states",
+    metadata,
+    Column("batch_id", Text, ForeignKey("cj_batches.batch_id", ondelete="CASCADE"), primary_key=True),
+    Column("state", _enum(BatchState, "cj_batch_state"), nullable=False),
+    Column("total_budget", Integer, nullable=False),
+    Column("submitted_comparisons", Integer, nullable=False, server_default=text("0")),
+    Column("completed_comparisons", Integer, nullable=False, server_default=text("0")),
+    Column("failed_comparisons", Integer, nullable=False, server_default=text("0")),
+    Column("current_iteration", Integer, nullable=False, server_default=text("0")),
+    Column("completion_threshold_pct", Float, nullable=False),
+    Column("completion_reason", Text),
+    Column("last_activity_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+)
+
+essays = Table(
+    "cj_essays",
+    metadata,
+    Column("batch_id", Text, ForeignKey("cj_batches.batch_id", ondelete="CASCADE"), primary_key=True),
+    Column("essay_id", Text, primary_key=True),
+    Column("position", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("text_sha256", Text, nullable=False),
+    Column("is_anchor", Boolean, nullable=False, server_default=text("false")),
+    Column("known_grade", Text),
+    Column("anchor_ref_id", Text),
+    Column("score", Float),
+    Column("se", Float),
+    Column("rank", Integer),
+)
+
+pairs = Table(
+    "cj_comparison_pairs",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("correlation_id", Text, nullable=False, unique=True),
+    Column("batch_id", Text, ForeignKey("cj_batches.batch_id", ondelete="CASCADE"), nullable=False),
+    Column("iteration", Integer, nullable=False),
+    Column("essay_a_id", Text, nullable=False),
+    Column("essay_b_id", Text, nullable=False),
+    Column("winner", _enum(Winner, "cj_winner")),
+    Column("confidence", Float),
+    Column("justification", Text),
+    Column("error_code", Text),
+    Column("error_details", Text),
+    Column("http_status", Integer),
+    Column("provider_request_id", Text),
+    Column("input_tokens", Integer, nullable=False, server_default=text("0")),
+    Column("output_tokens", Integer, nullable=False, server_default=text("0")),
+    Column("cache_read_tokens", Integer, nullable=False, server_default=text("0")),
+    Column("cache_write_tokens", Integer, nullable=False, server_default=text("0")),
+    Column("cost_usd", Float, nullable=False, server_default=text("0")),
+    Column("latency_ms", Integer),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("completed_at", DateTime(timezone=True)),
+    Index("ix_cj_pairs_batch", "batch_id"),
+    Index("ix_cj_pairs_in_flight", "created_at", postgresql_where=text("winner IS NULL")),
+)
+
+projections = Table(
+    "cj_grade_projections",
+    metadata,
+    Column("batch_id", Text, ForeignKey("cj_batches.batch_id", ondelete="CASCADE"), primary_key=True),
+    Column("essay_id", Text, primary_key=True),
+    Column("grade", Text, nullable=False),
+    Column("probabilities", JSONB, nullable=False),
+    Column("confidence", Float, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+
+outbox = Table(
+    "cj_event_outbox",
+    metadata,
+    Column("id", Text, primary_key=True),  # also the idempotency key for consumers
+    Column("aggregate_id", Text, nullable=False),  # the batch_id
+    Column("aggregate_type", Text, nullable=False, server_default=text("'cj_batch'")),
+    Column("event_type", Text, nullable=False),
+    Column("payload", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("published_at", DateTime(timezone=True)),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Index(
+        "uq_cj_outbox_unpublished",
+        "aggregate_id",
+        "event_type",
+        unique=True,
+        postgresql_where=text("published_at IS NULL"),
+    ),
+)
