@@ -59,7 +59,8 @@ def message_params(req: ComparisonRequest) -> dict[str, Any]:
     return {
         "model": req.model,
         "max_tokens": req.max_tokens,
-        "temperature": req.temperature,
+        # No "temperature": the Messages API of anthropic SDK 2.x no longer takes it; the request's
+        # llm.temperature is kept in the contract and the stored request, not sent.
         "system": [{"type": "text", "text": req.instructions, "cache_control": {"type": "ephemeral"}}],
         "messages": [{"role": "user", "content": user}],
         "tools": [VERDICT_TOOL],

@@ -28,14 +28,18 @@ class TokenBucket:
         self._refill(now)
         return self.level
 
-    def try_take(self, amount: float, now: float) -> float:
-        """Take `amount` and return 0.0, or take nothing and return the seconds until it would fit."""
+    def wait_for(self, amount: float, now: float) -> float:
+        """Seconds until `amount` fits (0.0 if it fits now); takes nothing."""
         self._refill(now)
         amount = min(amount, self.capacity)  # a request larger than the bucket waits for a full one
-        if self.level >= amount:
-            self.level -= amount
-            return 0.0
-        return (amount - self.level) / self.refill_per_s
+        return 0.0 if self.level >= amount else (amount - self.level) / self.refill_per_s
+
+    def try_take(self, amount: float, now: float) -> float:
+        """Take `amount` and return 0.0, or take nothing and return the seconds until it would fit."""
+        wait = self.wait_for(amount, now)
+        if wait == 0.0:
+            self.level -= min(amount, self.capacity)
+        return wait
 
     def seconds_until_full(self, now: float) -> float:
         self._refill(now)

@@ -1,0 +1,288 @@
+"""BatchCoordinator: one actor per batch (`cj-batch-<batch_id>`), the owner of its counters and state.
+
+It starts from the database alone (in `__init__`, so a Ray restart or a re-creation by the Supervisor
+resumes the batch), then walks the state machine in a single loop:
+
+    INITIALIZING → GENERATING_PAIRS → WAITING_CALLBACKS → SCORING → (GENERATING_PAIRS …) → COMPLETED
+
+Pair rows are committed (with `submitted`) before they are dispatched; each result is recorded at most
+once with its counter in the same statement; when a round has no result outstanding the batch is scored
+at once; finalization writes scores, projections and the one outbox event in one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import zlib
+from collections import Counter
+from typing import Any
+
+import ray
+
+from actors import names
+from cjcore import pairing
+from cjcore.bradley_terry import BTFit, max_score_change, position_stats
+from cjcore.completion import Policy, completion_pct, decide
+from cjcore.contracts import (
+    GRADE_SCALE,
+    TERMINAL_STATES,
+    BatchState,
+    ComparisonRequest,
+    ComparisonResult,
+    Counters,
+    ErrorType,
+    GradeProjectionOut,
+    denominator,
+    new_correlation_id,
+)
+from cjcore.grade_projection import Anchor, project
+from cjcore.settings import Settings
+from storage.database import make_engine
+from storage.repository import Repository
+
+log = logging.getLogger(__name__)
+
+
+def _newer(a: Counters, b: Counters) -> Counters:
+    """Counters only grow; keep the larger of each so a late reply never moves them backwards."""
+    return Counters(
+        total_budget=a.total_budget,
+        submitted=max(a.submitted, b.submitted),
+        completed=max(a.completed, b.completed),
+        failed=max(a.failed, b.failed),
+        iterations=max(a.iterations, b.iterations),
+    )
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
+class BatchCoordinator:
+    async def __init__(self, batch_id: str, settings: Settings):
+        self.batch_id = batch_id
+        self._settings = settings
+        assert settings.database_url, "the driver resolves the database URL before creating actors"
+        self._repo = Repository(make_engine(settings.database_url, pool_size=2))
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+
+        snap = await self._repo.load(batch_id)
+        self._request = snap.request
+        self._essays = {e.essay_id: e for e in snap.essays}
+        self._state = snap.state
+        self._counters = snap.counters
+        self._meta: dict[str, Any] = snap.metadata
+        self._threshold_pct = snap.threshold_pct
+        self._cancel_requested = bool(snap.metadata.get("cancel_requested"))
+        self._attempted: Counter[frozenset[str]] = pairing.attempt_counts(snap.attempted)
+        self._last_scores = {e.essay_id: e.score for e in snap.essays if e.score is not None}
+        self._last_ses = {e.essay_id: e.se for e in snap.essays if e.se is not None}
+        self._workers = [
+            ray.get_actor(names.provider(i), namespace=settings.ray_namespace) for i in range(settings.workers)
+        ]
+        self._scorer = ray.get_actor(
+            names.scoring(zlib.crc32(batch_id.encode()) % settings.scorers), namespace=settings.ray_namespace
+        )
+        self._policy = Policy(
+            threshold_pct=self._threshold_pct,
+            stability_threshold=settings.score_stability_threshold,
+            max_iterations=settings.max_iterations,
+        )
+        if snap.pending and self._state not in TERMINAL_STATES:
+            # Restarted mid-round: send again what has no result yet (workers ignore ids they hold;
+            # a repeated provider call is recorded once).
+            await self._dispatch([(cid, a, b) for cid, a, b in snap.pending])
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._wake.set()
+        log.info("batch %s: coordinator up in %s, %s", batch_id, self._state.value, self._counters)
+
+    # -- messages -----------------------------------------------------------------------------------
+
+    async def ping(self) -> str:
+        return self._state.value
+
+    async def snapshot(self) -> dict[str, Any]:
+        c = self._counters
+        return {"state": self._state.value, "submitted": c.submitted, "completed": c.completed,
+                "failed": c.failed, "in_flight": c.in_flight, "iterations": c.iterations}
+
+    async def record_results(self, results: list[ComparisonResult]) -> int:
+        """Record results (first one per correlation id wins); returns how many were new. The reply is
+        the acknowledgement: it is sent only after the commit."""
+        recorded, counters = await self._repo.record_results(self.batch_id, results)
+        self._counters = _newer(self._counters, counters)
+        if len(recorded) < len(results):
+            for r in results:
+                if r.correlation_id not in recorded:
+                    log.info("batch %s: result for %s already recorded; ignored", self.batch_id, r.correlation_id)
+        if self._counters.in_flight == 0:
+            self._wake.set()
+        return len(recorded)
+
+    async def expire(self, correlation_ids: list[str]) -> int:
+        """Supervisor: these pairs waited longer than CJ_MAX_PROCESSING_SECONDS."""
+        limit = self._settings.max_processing_seconds
+        return await self.record_results(
+            [ComparisonResult.error((cid, self.batch_id), ErrorType.QUEUE_TIMEOUT, f"no result within {limit:g}s")
+             for cid in correlation_ids]
+        )
+
+    async def cancel(self) -> str:
+        """Stop dispatching; requests still queued at workers become CANCELLED error results, calls
+        already at the provider land and are counted; then the batch ends CANCELLED with one event."""
+        async with self._lock:
+            if self._state in TERMINAL_STATES:
+                return self._state.value
+            self._cancel_requested = True
+            await self._repo.merge_metadata(self.batch_id, {"cancel_requested": True})
+            dropped = await asyncio.gather(*(w.drop_batch.remote(self.batch_id) for w in self._workers))
+            cids = [cid for part in dropped for cid in part]
+            if cids:
+                await self.record_results(
+                    [ComparisonResult.error((cid, self.batch_id), ErrorType.CANCELLED, "batch cancelled")
+                     for cid in cids]
+                )
+            self._wake.set()
+            return self._state.value
+
+    # -- the state machine ------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            while self._state not in TERMINAL_STATES:
+                await self._wake.wait()
+                self._wake.clear()
+                async with self._lock:
+                    await self._step()
+        except Exception:
+            log.exception("batch %s: coordinator loop failed; exiting so Ray restarts it", self.batch_id)
+            ray.kill(ray.get_runtime_context().current_actor, no_restart=False)
+            return
+        log.info("batch %s: %s; coordinator exits", self.batch_id, self._state.value)
+        # A finished coordinator holds ~50 MB for nothing: leave (no restart for a clean exit).
+        ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+
+    async def _move(self, target: BatchState, meta: dict[str, Any] | None = None) -> None:
+        if not await self._repo.transition(self.batch_id, target, meta):
+            await self._reload_state()
+            return
+        self._state = target
+        self._wake.set()
+
+    async def _reload_state(self) -> None:
+        self._state, counters = await self._repo.state_of(self.batch_id)
+        self._counters = _newer(self._counters, counters)
+        self._wake.set()
+
+    async def _step(self) -> None:
+        state = self._state
+        if self._cancel_requested:
+            if self._counters.in_flight == 0:
+                await self._repo.finalize(self.batch_id, BatchState.CANCELLED, "cancelled")
+                await self._reload_state()
+        elif state is BatchState.INITIALIZING:
+            await self._move(BatchState.GENERATING_PAIRS)
+        elif state is BatchState.GENERATING_PAIRS:
+            await self._start_round()
+        elif state is BatchState.WAITING_CALLBACKS:
+            if self._counters.in_flight == 0:
+                await self._move(BatchState.SCORING)
+        elif state is BatchState.SCORING:
+            await self._score()
+
+    async def _start_round(self) -> None:
+        c = self._counters
+        n = len(self._essays)
+        iteration = c.iterations + 1
+        unused = n * (n - 1) // 2 - len(self._attempted)
+        size = pairing.round_size(n, self._settings.pairs_per_essay_per_round, c.total_budget - c.submitted, unused)
+        rng = pairing.round_rng(self._request.pair_generation_seed, self.batch_id, iteration)
+        ids = list(self._essays)
+        planned = (
+            pairing.first_round(ids, size, rng)
+            if not self._attempted
+            else pairing.next_round(ids, self._attempted, self._last_scores, self._last_ses, size, rng)
+        )
+        rows = [(new_correlation_id(), p.essay_a_id, p.essay_b_id) for p in planned]
+        counters = await self._repo.insert_round(self.batch_id, iteration, rows)
+        if counters is None:
+            await self._reload_state()
+            return
+        self._counters = _newer(self._counters, counters)
+        self._state = BatchState.WAITING_CALLBACKS
+        for _, a, b in rows:
+            self._attempted[pairing.pair_key(a, b)] += 1
+        log.info(
+            "batch %s: round %d, %d pairs committed (budget %d, submitted %d, threshold %.0f%% of %d)",
+            self.batch_id, iteration, len(rows), c.total_budget, counters.submitted, self._threshold_pct,
+            denominator(c.total_budget, n),
+        )
+        await self._dispatch(rows)
+        self._wake.set()
+
+    async def _dispatch(self, rows: list[tuple[str, str, str]]) -> None:
+        llm = self._request.llm
+        requests = [
+            ComparisonRequest(
+                correlation_id=cid, batch_id=self.batch_id, essay_a_id=a, essay_b_id=b,
+                text_a=self._essays[a].text, text_b=self._essays[b].text,
+                instructions=self._request.instructions, model=llm.model, temperature=llm.temperature,
+                max_tokens=llm.max_tokens,
+            )
+            for cid, a, b in rows
+        ]
+        k = len(self._workers)
+        offset = zlib.crc32(self.batch_id.encode()) % k
+        await asyncio.gather(
+            *(self._workers[(i + offset) % k].enqueue.remote(requests[i::k]) for i in range(k) if requests[i::k])
+        )
+
+    async def _score(self) -> None:
+        comparisons = await self._repo.valid_comparisons(self.batch_id)
+        ids = list(self._essays)
+        fit: BTFit = await self._scorer.fit.remote(ids, comparisons, self._settings.bt_regularization)
+        change = max_score_change(self._last_scores, fit.score_of())
+        n = len(ids)
+        decision = decide(self._counters, n, change, self._policy)
+        pos = position_stats(comparisons)
+        meta = {
+            "reliability": {"ssr": round(fit.ssr, 4), "comparisons_per_essay": round(2 * fit.n_comparisons / n, 2)},
+            "position": {"a_wins": pos.a_wins, "b_wins": pos.b_wins, "bias_logit": round(pos.bias_logit, 4),
+                         "bias_se": round(pos.bias_se, 4)},
+            "completion": {"denominator": denominator(self._counters.total_budget, n),
+                           "threshold_pct": self._threshold_pct,
+                           "completion_pct": round(completion_pct(self._counters, n), 2)},
+            "last_max_change": None if change is None else round(change, 4),
+        }
+        log.info(
+            "batch %s: round %d scored: ssr %.3f, max change %s, %s (threshold %.0f%% of %d)",
+            self.batch_id, self._counters.iterations, fit.ssr, meta["last_max_change"],
+            decision.reason or "next round", self._threshold_pct, meta["completion"]["denominator"],
+        )
+        scores = {e: (s, se) for e, s, se in zip(fit.essay_ids, fit.scores, fit.se, strict=True)}
+        if not decision.finalize:
+            if await self._repo.save_round(self.batch_id, scores, meta):
+                self._last_scores, self._last_ses = fit.score_of(), fit.se_of()
+                self._state = BatchState.GENERATING_PAIRS
+                self._wake.set()
+            else:
+                await self._reload_state()
+            return
+        target = BatchState.FAILED if decision.failed else BatchState.COMPLETED
+        if decision.failed:
+            meta["error"] = (f"valid results {self._counters.completed} of "
+                             f"{self._counters.completed + self._counters.failed} attempts")
+        ranking = sorted(ids, key=lambda e: (-scores[e][0], e))
+        anchors = [Anchor(e, self._essays[e].known_grade or "", *scores[e]) for e in ids if self._essays[e].is_anchor]
+        students = {e: scores[e] for e in ids if not self._essays[e].is_anchor}
+        projections = [
+            GradeProjectionOut(essay_id=p.essay_id, grade=p.grade, probabilities=p.probabilities,
+                               confidence=p.confidence)
+            for p in project(students, anchors, GRADE_SCALE)
+        ] if target is BatchState.COMPLETED else []
+        first = await self._repo.finalize(
+            self.batch_id, target, decision.reason or "", scores=scores,
+            ranks={e: i + 1 for i, e in enumerate(ranking)}, grade_projections=projections, meta=meta,
+        )
+        if not first:
+            log.info("batch %s: already finalized elsewhere; nothing written", self.batch_id)
+        await self._reload_state()

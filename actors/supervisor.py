@@ -1,0 +1,60 @@
+"""Supervisor: one detached actor for recovery only; the normal path never needs it.
+
+Each interval it expires pairs that have had no result for CJ_MAX_PROCESSING_SECONDS (as QUEUE_TIMEOUT
+error results, recorded through the batch's coordinator like any result) and makes sure every
+non-terminal batch has a coordinator (re-creating it from the database if it is gone). It holds no
+state of its own: everything it acts on is read from PostgreSQL each time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+
+import ray
+
+from actors.deployment import ensure_coordinator
+from cjcore.settings import Settings
+from storage.database import make_engine
+from storage.repository import Repository
+
+log = logging.getLogger(__name__)
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+class Supervisor:
+    async def __init__(self, settings: Settings):
+        assert settings.database_url
+        self._settings = settings
+        self._repo = Repository(make_engine(settings.database_url, pool_size=2))
+        self.actions: Counter[str] = Counter()
+        self.last_run_at: float | None = None
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def run_once(self) -> dict[str, int]:
+        """One sweep; returns what it did this time."""
+        done: Counter[str] = Counter()
+        for batch_id in await self._repo.active_batch_ids():
+            ensure_coordinator(batch_id, self._settings)
+        stuck = await self._repo.stuck_pairs(self._settings.max_processing_seconds)
+        for batch_id, cids in stuck.items():
+            coordinator = ensure_coordinator(batch_id, self._settings)
+            expired = await coordinator.expire.remote(cids)
+            done["expired"] += expired
+            log.warning("supervisor: batch %s: expired %d pairs without a result", batch_id, expired)
+        self.actions.update(done)
+        self.last_run_at = time.time()
+        return dict(done)
+
+    async def stats(self) -> dict[str, object]:
+        return {"actions": dict(self.actions), "last_run_at": self.last_run_at}
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.supervisor_interval_s)
+            try:
+                await self.run_once()
+            except Exception:  # a failed sweep is retried next interval; never kill the supervisor
+                log.exception("supervisor sweep failed")

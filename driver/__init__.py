@@ -1,0 +1,1 @@
+"""The driver: the Python API and the `launch.py` command line."""

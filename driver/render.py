@@ -1,0 +1,65 @@
+"""Human-readable output (rich tables); `--json` output bypasses this."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from cjcore.contracts import BatchResult
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def result_table(result: BatchResult) -> None:
+    grades = {p.essay_id: p for p in result.grade_projections}
+    c = result.counters
+    console.print(
+        f"[bold]batch {result.batch_id}[/bold]: {result.state.value}"
+        f" ({result.completion_reason or '-'}), {c.completed} valid + {c.failed} failed of {c.submitted} submitted,"
+        f" budget {c.total_budget}, {c.iterations} rounds"
+    )
+    table = Table(show_lines=False)
+    for col in ("rank", "essay", "score", "se", "anchor", "projected grade", "confidence"):
+        table.add_column(col, justify="right" if col in ("rank", "score", "se", "confidence") else "left")
+    for r in result.rankings:
+        p = grades.get(r.essay_id)
+        table.add_row(
+            str(r.rank), r.essay_id, f"{r.score:+.2f}", f"{r.se:.2f}",
+            r.known_grade if r.is_anchor else "",
+            p.grade if p else "", f"{p.confidence:.0%}" if p else "",
+        )
+    console.print(table)
+    pos = result.position
+    console.print(
+        f"reliability SSR {result.reliability.ssr:.3f}; position: A won {pos.a_wins}, B won {pos.b_wins}"
+        f" (bias {pos.bias_logit:+.2f} ± {pos.bias_se:.2f} logits); cost {result.cost.input_tokens} in /"
+        f" {result.cost.output_tokens} out tokens, ${result.cost.usd:.4f}"
+    )
+    if result.completion:
+        console.print(
+            f"completion {result.completion.completion_pct:.1f}% of denominator {result.completion.denominator}"
+            f" (threshold {result.completion.threshold_pct:g}%)"
+        )
+
+
+def health_table(rows: list[dict[str, Any]]) -> None:
+    table = Table()
+    cols = ["batch_id", "state", "total_budget", "submitted_comparisons", "completed_comparisons",
+            "failed_comparisons", "in_flight", "anchors", "projections", "events", "age_s"]
+    heads = ["batch", "state", "budget", "submitted", "completed", "failed", "in flight", "anchors",
+             "projections", "events", "age s"]
+    for h in heads:
+        table.add_column(h)
+    for r in rows:
+        table.add_row(*[f"{r[c]:.0f}" if c == "age_s" else str(r[c]) for c in cols])
+    console.print(table)
+
+
+def kv_table(title: str, data: dict[str, Any]) -> None:
+    table = Table(title=title, show_header=False)
+    for k, v in data.items():
+        table.add_row(str(k), str(v))
+    console.print(table)

@@ -1,0 +1,78 @@
+"""Bringing up what a batch needs: the database, Ray and (without an API key) the simulated provider.
+
+`demo` and the tests use a fresh local Ray in this process; `up` starts a persistent Ray head and
+records where the database and provider are in `<state_dir>/deployment.json`, which later `submit`,
+`status` … processes read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from cjcore.errors import ConfigError
+from cjcore.settings import Settings
+from storage.database import embedded_pgdata, make_engine, redacted, start_embedded
+from storage.migrate import upgrade
+
+log = logging.getLogger(__name__)
+
+
+def deployment_file(settings: Settings) -> Path:
+    return settings.state_dir / "deployment.json"
+
+
+def read_deployment(settings: Settings) -> dict[str, Any] | None:
+    path = deployment_file(settings)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def resolve_database(settings: Settings, *, keep_running: bool = False) -> Settings:
+    """Settings with `database_url` filled in: the given URL, a running deployment's, or an embedded
+    server started now in the state directory. Migrations are applied and enums checked."""
+    url = settings.database_url
+    if url is None:
+        url = start_embedded(embedded_pgdata(settings.state_dir), keep_running=keep_running)
+    resolved = settings.model_copy(update={"database_url": url})
+    asyncio.run(migrate(url))
+    return resolved
+
+
+async def migrate(url: str) -> None:
+    engine = make_engine(url, pool_size=1)
+    try:
+        await upgrade(engine)
+    except OSError as exc:
+        raise ConfigError(f"CJ_DATABASE_URL: cannot reach {redacted(url)}: {exc}") from None
+    finally:
+        await engine.dispose()
+
+
+def init_ray(settings: Settings, *, local: bool) -> None:
+    """Start a fresh local Ray in this process (local=True) or join CJ_RAY_ADDRESS / a running head."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if local:
+        ray.init(address="local", namespace=settings.ray_namespace, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+    else:
+        ray.init(address=settings.ray_address or "auto", namespace=settings.ray_namespace, log_to_driver=False,
+                 configure_logging=False)
+
+
+def start_ray_head(dashboard_port: int = 8265) -> None:
+    cmd = ["ray", "start", "--head", "--disable-usage-stats", "--dashboard-host", "127.0.0.1",
+           "--dashboard-port", str(dashboard_port), "--include-dashboard", "true"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0 and "already" not in (done.stderr + done.stdout):
+        raise ConfigError(f"ray start failed: {done.stderr.strip().splitlines()[-1:]}")
+
+
+def stop_ray_head() -> None:
+    subprocess.run(["ray", "stop", "--force"], capture_output=True, text=True)
