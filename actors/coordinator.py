@@ -22,7 +22,6 @@ import ray
 
 from actors import names
 from cjcore import pairing
-from cjcore.bradley_terry import BTFit, max_score_change, position_stats
 from cjcore.completion import Policy, completion_pct, decide
 from cjcore.contracts import (
     GRADE_SCALE,
@@ -37,6 +36,7 @@ from cjcore.contracts import (
     new_correlation_id,
 )
 from cjcore.grade_projection import Anchor, project
+from cjcore.scores import BTFit, max_score_change, position_stats
 from cjcore.settings import Settings
 from storage.database import make_engine
 from storage.repository import Repository

@@ -4,6 +4,9 @@ Work arrives in per-batch queues and is taken round-robin across batches, so a s
 interleave with a large one's instead of waiting behind it. A call starts only when a slot is free and
 the rate limiter grants it. Results go back to the named coordinator in batches and are re-sent until
 the coordinator acknowledges that they are committed (so a coordinator restart loses nothing).
+
+Ray imports this module in every process that deserializes a handle to the worker (every coordinator),
+so the `anthropic` SDK is imported inside the actor, not at module level.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import ray
 from ray.exceptions import RayError
 
 from actors import names
-from actors.provider_call import compare, make_client
 from cjcore.contracts import ComparisonRequest, ComparisonResult
 from cjcore.settings import Settings
 from cjcore.token_bucket import TokenBucket
@@ -82,7 +84,12 @@ class ProviderWorker:
     async def __init__(self, index: int, settings: Settings):
         self.index = index
         self._settings = settings
-        self._client = make_client(settings.api_key_value(), settings.provider_base_url, settings.provider_timeout_s)
+        from actors import provider_call
+
+        self._compare = provider_call.compare
+        self._client = provider_call.make_client(
+            settings.api_key_value(), settings.provider_base_url, settings.provider_timeout_s
+        )
         self._queues: OrderedDict[str, deque[ComparisonRequest]] = OrderedDict()
         self._known: set[str] = set()  # correlation ids queued or in flight here: re-sends are ignored
         self._work = asyncio.Event()
@@ -140,19 +147,25 @@ class ProviderWorker:
                 await self._work.wait()
                 continue
             await self._slots.acquire()
-            while (wait := self._bucket.try_take(1.0, time.monotonic())) > 0:
-                await asyncio.sleep(wait)
+            await self._take_permit()
             req = self._next()
             if req is None:
                 self._slots.release()
                 continue
             asyncio.get_running_loop().create_task(self._call(req))
 
+    async def _take_permit(self) -> None:
+        # Tokens refill with time, not on an event: sleeping exactly until one is due is the wait.
+        wait = self._bucket.try_take(1.0, time.monotonic())
+        while wait > 0:
+            await asyncio.sleep(wait)
+            wait = self._bucket.try_take(1.0, time.monotonic())
+
     async def _call(self, req: ComparisonRequest) -> None:
         try:
             self._calls += 1
             price = self._settings.price_for(req.model)
-            outcome = await compare(self._client, req, price)
+            outcome = await self._compare(self._client, req, price)
         finally:
             self._slots.release()
         self._known.discard(req.correlation_id)

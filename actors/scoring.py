@@ -1,18 +1,26 @@
-"""ScoringActor: Bradley-Terry fits off the coordinators' event loops."""
+"""ScoringActor: Bradley-Terry fits off the coordinators' event loops.
+
+Ray imports an actor class's module in every process that deserializes a handle to it (each
+coordinator holds one), so numpy/choix/scipy are imported inside the actor, not at module level.
+"""
 
 from __future__ import annotations
 
 import ray
 
-from cjcore import bradley_terry
-from cjcore.bradley_terry import BTFit
 from cjcore.contracts import Comparison
+from cjcore.scores import BTFit
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class ScoringActor:
+    def __init__(self) -> None:
+        from cjcore import bradley_terry
+
+        self._bt = bradley_terry
+
     def fit(self, essay_ids: list[str], comparisons: list[Comparison], alpha: float) -> BTFit:
-        return bradley_terry.fit(essay_ids, comparisons, alpha)
+        return self._bt.fit(essay_ids, comparisons, alpha)
 
     def ping(self) -> bool:
         return True

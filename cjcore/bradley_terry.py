@@ -10,35 +10,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import choix
 import numpy as np
 
 from cjcore.contracts import Comparison, Winner
-
-
-@dataclass(frozen=True, slots=True)
-class BTFit:
-    essay_ids: tuple[str, ...]
-    scores: tuple[float, ...]  # mean zero, logit scale
-    se: tuple[float, ...]
-    ssr: float
-    n_comparisons: int
-
-    def score_of(self) -> dict[str, float]:
-        return dict(zip(self.essay_ids, self.scores, strict=True))
-
-    def se_of(self) -> dict[str, float]:
-        return dict(zip(self.essay_ids, self.se, strict=True))
-
-
-@dataclass(frozen=True, slots=True)
-class PositionStats:
-    a_wins: int
-    b_wins: int
-    bias_logit: float  # log-odds that the essay shown first wins, all else equal
-    bias_se: float
+from cjcore.scores import BTFit
 
 
 def fit(essay_ids: Sequence[str], comparisons: Sequence[Comparison], alpha: float = 0.01) -> BTFit:
@@ -63,13 +40,13 @@ def fit(essay_ids: Sequence[str], comparisons: Sequence[Comparison], alpha: floa
 
 def standard_errors(n: int, data: Sequence[tuple[int, int]], params: np.ndarray, alpha: float) -> np.ndarray:
     info = alpha * np.eye(n)
-    for w, l in data:
-        p = 1.0 / (1.0 + math.exp(-(params[w] - params[l])))
+    for w, lo in data:
+        p = 1.0 / (1.0 + math.exp(-(params[w] - params[lo])))
         v = p * (1.0 - p)
         info[w, w] += v
-        info[l, l] += v
-        info[w, l] -= v
-        info[l, w] -= v
+        info[lo, lo] += v
+        info[w, lo] -= v
+        info[lo, w] -= v
     cov = np.linalg.inv(info)
     centre = np.eye(n) - np.full((n, n), 1.0 / n)  # sum-to-zero projection
     cov = centre @ cov @ centre
@@ -85,24 +62,3 @@ def ssr(scores: np.ndarray, se: np.ndarray) -> float:
         return 0.0
     error = float(np.mean(np.square(se)))
     return max(0.0, min(1.0, (observed - error) / observed))
-
-
-def position_stats(comparisons: Sequence[Comparison]) -> PositionStats:
-    """Share of wins by the essay shown first, as a log-odds with its standard error.
-
-    A/B order is randomized per pair, so essay quality is balanced across positions and this marginal
-    log-odds estimates the judge's position preference (attenuated towards zero when scores spread).
-    """
-    a = sum(1 for c in comparisons if c.winner is Winner.ESSAY_A)
-    b = sum(1 for c in comparisons if c.winner is Winner.ESSAY_B)
-    # +0.5 (Haldane) keeps the log-odds finite when one side never wins.
-    logit = math.log((a + 0.5) / (b + 0.5))
-    se = math.sqrt(1.0 / (a + 0.5) + 1.0 / (b + 0.5))
-    return PositionStats(a, b, logit, se)
-
-
-def max_score_change(previous: dict[str, float], current: dict[str, float]) -> float | None:
-    """Largest absolute change of any essay's score between two fits; None if there is no previous fit."""
-    if not previous or set(previous) != set(current):
-        return None
-    return max(abs(current[k] - previous[k]) for k in current)
