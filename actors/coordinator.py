@@ -118,11 +118,10 @@ class BatchCoordinator:
             self._wake.set()
         return len(recorded)
 
-    async def expire(self, correlation_ids: list[str]) -> int:
-        """Supervisor: these pairs waited longer than CJ_MAX_PROCESSING_SECONDS."""
-        limit = self._settings.max_processing_seconds
+    async def expire(self, correlation_ids: list[str], limit_s: float) -> int:
+        """Supervisor: these pairs waited longer than `limit_s` (CJ_MAX_PROCESSING_SECONDS)."""
         return await self.record_results(
-            [ComparisonResult.error((cid, self.batch_id), ErrorType.QUEUE_TIMEOUT, f"no result within {limit:g}s")
+            [ComparisonResult.error((cid, self.batch_id), ErrorType.QUEUE_TIMEOUT, f"no result within {limit_s:g}s")
              for cid in correlation_ids]
         )
 

@@ -171,7 +171,7 @@ class ProviderWorker:
         self._known.discard(req.correlation_id)
         result = outcome.result
         if result.error_type is not None:
-            log.info(
+            log.warning(
                 "provider error batch=%s correlation_id=%s type=%s status=%s request_id=%s model=%s",
                 req.batch_id, req.correlation_id, result.error_type.value, result.http_status,
                 result.provider_request_id, req.model,

@@ -33,15 +33,16 @@ class Supervisor:
         self.last_run_at: float | None = None
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
-    async def run_once(self) -> dict[str, int]:
-        """One sweep; returns what it did this time."""
+    async def run_once(self, max_processing_seconds: float | None = None) -> dict[str, int]:
+        """One sweep; returns what it did. An operator (or a test) may pass a shorter expiry age."""
+        limit = self._settings.max_processing_seconds if max_processing_seconds is None else max_processing_seconds
         done: Counter[str] = Counter()
         for batch_id in await self._repo.active_batch_ids():
             ensure_coordinator(batch_id, self._settings)
-        stuck = await self._repo.stuck_pairs(self._settings.max_processing_seconds)
+        stuck = await self._repo.stuck_pairs(limit)
         for batch_id, cids in stuck.items():
             coordinator = ensure_coordinator(batch_id, self._settings)
-            expired = await coordinator.expire.remote(cids)
+            expired = await coordinator.expire.remote(cids, limit)
             done["expired"] += expired
             log.warning("supervisor: batch %s: expired %d pairs without a result", batch_id, expired)
         self.actions.update(done)

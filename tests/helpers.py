@@ -1,0 +1,63 @@
+"""Helpers for stack tests: run a batch, query the database (each call on its own event loop)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from sqlalchemy import text
+
+from cjcore.contracts import BatchResult
+from cjcore.settings import Settings
+from driver.api import CJClient
+from storage.database import make_engine
+from storage.repository import Repository
+
+
+def run_batch(settings: Settings, request: dict[str, Any], timeout_s: float = 180) -> BatchResult:
+    async def go() -> BatchResult:
+        client = CJClient(settings)
+        try:
+            batch_id = await client.submit(request)
+            return await client.wait(batch_id, timeout_s=timeout_s, poll_s=0.05)
+        finally:
+            await client.close()
+
+    return asyncio.run(go())
+
+
+def sql(settings: Settings, query: str, **params: Any) -> list[Any]:
+    async def go() -> list[Any]:
+        engine = make_engine(settings.database_url or "", pool_size=1)
+        try:
+            async with engine.begin() as conn:
+                result = await conn.execute(text(query), params)
+                return list(result.all()) if result.returns_rows else []
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+def repo_call(settings: Settings, method: str, *args: Any, **kw: Any) -> Any:
+    async def go() -> Any:
+        engine = make_engine(settings.database_url or "", pool_size=1)
+        try:
+            return await getattr(Repository(engine), method)(*args, **kw)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+def essays(n: int, prefix: str = "e", anchors: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """n distinct essays; `anchors` maps essay_id → known grade."""
+    anchors = anchors or {}
+    out = []
+    for i in range(n):
+        eid = f"{prefix}{i:02d}"
+        e: dict[str, Any] = {"essay_id": eid, "text": f"Essay {eid}: " + "words " * (5 + i)}
+        if eid in anchors:
+            e.update(is_anchor=True, known_grade=anchors[eid])
+        out.append(e)
+    return out

@@ -1,0 +1,131 @@
+"""A batch from the driver to grade projections, on real Ray, real PostgreSQL and the real SDK."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import ray
+
+from actors import names
+from cjcore.contracts import BatchResult, BatchState
+from cjcore.sample import eng5_quality, eng5_request, eng5_truth
+from tests.helpers import essays, repo_call, run_batch, sql
+
+RESULT_FIELDS = {"batch_id", "state", "completion_reason", "counters", "rankings", "grade_projections",
+                 "reliability", "position", "cost"}
+
+
+def _spearman(x, y):
+    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def test_eng5_batch_end_to_end(stack, sim):
+    sim.configure(truth=eng5_truth(), noise=0.5)
+    result = run_batch(stack, eng5_request())
+
+    assert result.state is BatchState.COMPLETED
+    assert result.completion_reason in {"stable", "threshold", "budget"}
+    as_json = json.loads(result.model_dump_json())
+    assert RESULT_FIELDS <= set(as_json)
+    assert set(as_json["counters"]) >= {"total_budget", "submitted", "completed", "failed", "iterations"}
+    assert {"a_wins", "b_wins", "bias_logit", "bias_se"} <= set(as_json["position"])
+    assert {"input_tokens", "output_tokens", "usd"} <= set(as_json["cost"])
+    assert result.cost.input_tokens > 0 and result.cost.usd > 0
+
+    request = eng5_request()
+    students = {e["essay_id"] for e in request["essays"] if not e.get("is_anchor")}
+    anchors = {e["essay_id"] for e in request["essays"] if e.get("is_anchor")}
+    assert {p.essay_id for p in result.grade_projections} == students
+    assert {r.essay_id for r in result.rankings if r.is_anchor} == anchors
+    assert [r.rank for r in result.rankings] == list(range(1, 25))
+
+    quality = eng5_quality()
+    rho = _spearman([quality[r.essay_id] for r in result.rankings], [r.score for r in result.rankings])
+    print(f"\nENG5 batch: Spearman(scores, truth) = {rho:.3f}, SSR {result.reliability.ssr:.3f}, "
+          f"{result.counters.completed} comparisons, reason {result.completion_reason}")
+    assert rho > 0.85
+    assert 0.0 <= (result.completion.completion_pct if result.completion else 0) <= 100.0
+
+    assert repo_call(stack, "check_invariants", result.batch_id) == []
+    stored = sql(stack, "SELECT count(*) FROM cj_essays WHERE batch_id = :b AND is_anchor", b=result.batch_id)
+    assert stored[0][0] == 12
+    events = repo_call(stack, "events", result.batch_id)
+    assert [e["event_type"] for e in events] == ["cj.batch.completed"]
+
+    # Anchors in position A: 50% up to sampling error (the predecessor's was 86%).
+    rows = sql(stack, """
+        SELECT count(*) FILTER (WHERE a.is_anchor AND NOT b.is_anchor),
+               count(*) FILTER (WHERE a.is_anchor <> b.is_anchor)
+        FROM cj_comparison_pairs p
+        JOIN cj_essays a ON a.batch_id = p.batch_id AND a.essay_id = p.essay_a_id
+        JOIN cj_essays b ON b.batch_id = p.batch_id AND b.essay_id = p.essay_b_id
+        WHERE p.batch_id = :b""", b=result.batch_id)
+    in_a, mixed = rows[0]
+    share = in_a / mixed
+    print(f"anchors in position A: {in_a}/{mixed} = {share:.1%}")
+    assert abs(share - 0.5) < 4 * (0.25 / mixed) ** 0.5
+
+
+def test_four_essay_batch_completes_in_its_first_round_without_the_supervisor(stack, sim):
+    result = run_batch(stack, {"essays": essays(4, "four"), "max_comparisons": 350})
+    assert result.state is BatchState.COMPLETED
+    assert result.completion_reason in {"threshold", "budget"}
+    assert result.counters.iterations == 1
+    assert result.counters.submitted == 6 and result.counters.completed == 6
+    assert result.completion and result.completion.denominator == 6 and result.completion.completion_pct == 100.0
+    supervisor = ray.get_actor(names.SUPERVISOR, namespace=stack.ray_namespace)
+    assert ray.get(supervisor.stats.remote())["actions"] == {}
+    assert sql(stack, "SELECT count(*) FROM cj_comparison_pairs WHERE batch_id = :b AND error_code IS NOT NULL",
+               b=result.batch_id)[0][0] == 0
+    assert repo_call(stack, "check_invariants", result.batch_id) == []
+
+
+def test_a_judge_erring_on_30_percent_of_calls_still_completes_with_errors_counted_as_failed(stack, sim):
+    sim.configure(error_rate=0.3)
+    result = run_batch(stack, {"essays": essays(10, "err"), "max_comparisons": 45, "completion_threshold_pct": 100})
+    assert result.state is BatchState.COMPLETED
+    (valid, errors, other), = sql(stack, """
+        SELECT count(*) FILTER (WHERE winner IN ('essay_a', 'essay_b')),
+               count(*) FILTER (WHERE winner = 'error' AND error_code = 'SERVER_ERROR' AND http_status = 500),
+               count(*) FILTER (WHERE winner = 'error' AND error_code <> 'SERVER_ERROR')
+        FROM cj_comparison_pairs WHERE batch_id = :b""", b=result.batch_id)
+    print(f"\n30% errors: {valid} valid, {errors} server errors of {result.counters.submitted}")
+    assert errors > 0 and other == 0
+    assert result.counters.completed == valid
+    assert result.counters.failed == errors
+    assert result.counters.completed + result.counters.failed == result.counters.submitted == 45
+    assert result.completion and result.completion.completion_pct <= 100.0
+    assert repo_call(stack, "check_invariants", result.batch_id) == []
+
+
+def test_the_same_seed_gives_the_same_pairs(stack, sim):
+    es = essays(8, "seed")
+    first = run_batch(stack, {"essays": es, "max_comparisons": 20, "pair_generation_seed": 99})
+    second = run_batch(stack, {"essays": es, "max_comparisons": 20, "pair_generation_seed": 99})
+    q = "SELECT essay_a_id, essay_b_id FROM cj_comparison_pairs WHERE batch_id = :b AND iteration = 1 ORDER BY id"
+    pairs_1, pairs_2 = sql(stack, q, b=first.batch_id), sql(stack, q, b=second.batch_id)
+    assert len(pairs_1) == 8
+    assert pairs_1 == pairs_2
+
+
+def test_the_original_request_is_stored_byte_for_byte(stack, sim):
+    from cjcore.contracts import parse_batch_request
+
+    data = {"essays": essays(3, "orig"), "max_comparisons": 3, "assignment_id": "as-1", "user_id": "u-9",
+            "llm": {"model": "claude-haiku-4-5", "max_tokens": 300}}
+    result = run_batch(stack, data)
+    ((stored, source),) = sql(stack, "SELECT original_request, budget_source FROM cj_batches WHERE batch_id = :b",
+                              b=result.batch_id)
+    assert stored == parse_batch_request(data).model_dump_json()
+    assert source == "runner_override"
+    no_budget = run_batch(stack, {"essays": essays(3, "dflt")})
+    assert sql(stack, "SELECT budget_source FROM cj_batches WHERE batch_id = :b",
+               b=no_budget.batch_id)[0][0] == "service_default"
+    assert no_budget.counters.total_budget == stack.default_max_comparisons
+
+
+def test_result_json_round_trips(stack, sim):
+    result = run_batch(stack, {"essays": essays(3, "rt"), "max_comparisons": 3})
+    assert BatchResult.model_validate_json(result.model_dump_json()) == result

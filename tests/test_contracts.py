@@ -1,0 +1,52 @@
+import pytest
+
+from cjcore.contracts import BatchRequest, denominator, parse_batch_request
+from cjcore.errors import InvalidRequest
+
+
+def _two(**over):
+    return {"essays": [{"essay_id": "a", "text": "first"}, {"essay_id": "b", "text": "second"}], **over}
+
+
+BAD = [
+    ("no essays", {"essays": []}, "essays"),
+    ("essays missing", {}, "essays"),
+    ("one essay", {"essays": [{"essay_id": "a", "text": "x"}]}, "essays"),
+    ("duplicate ids", {"essays": [{"essay_id": "a", "text": "x"}, {"essay_id": "a", "text": "y"}]}, "essays"),
+    ("empty text", {"essays": [{"essay_id": "a", "text": "  "}, {"essay_id": "b", "text": "y"}]}, "essays[0].text"),
+    ("negative budget", _two(max_comparisons=-5), "max_comparisons"),
+    ("zero budget", _two(max_comparisons=0), "max_comparisons"),
+    ("anchor without grade",
+     {"essays": [{"essay_id": "a", "text": "x", "is_anchor": True}, {"essay_id": "b", "text": "y"}]},
+     "essays[0].known_grade"),
+    ("unknown grade",
+     {"essays": [{"essay_id": "a", "text": "x", "is_anchor": True, "known_grade": "Z"}, {"essay_id": "b", "text": "y"}]},
+     "essays[0].known_grade"),
+    ("threshold over 100", _two(completion_threshold_pct=120), "completion_threshold_pct"),
+    ("bad batch id", _two(batch_id="has space"), "batch_id"),
+    ("unknown field", _two(colour="red"), "colour"),
+    ("not an object", ["essays"], "request"),
+]
+
+
+@pytest.mark.parametrize(("case", "data", "field"), BAD, ids=[b[0] for b in BAD])
+def test_bad_input_is_refused_naming_the_field(case, data, field):
+    with pytest.raises(InvalidRequest) as err:
+        parse_batch_request(data)
+    assert err.value.field == field
+    assert str(err.value).startswith(f"{field}: ")
+
+
+def test_a_valid_request_keeps_every_field():
+    req = parse_batch_request(
+        _two(assignment_id="x1", max_comparisons=10, completion_threshold_pct=80, pair_generation_seed=3,
+             llm={"model": "claude-haiku-4-5", "max_tokens": 256})
+    )
+    assert isinstance(req, BatchRequest)
+    assert (req.max_comparisons, req.completion_threshold_pct, req.pair_generation_seed) == (10, 80, 3)
+    assert BatchRequest.model_validate_json(req.model_dump_json()) == req
+
+
+@pytest.mark.parametrize(("budget", "n", "expected"), [(350, 4, 6), (100, 24, 100), (10, 2, 1), (1, 50, 1)])
+def test_denominator_is_the_budget_or_all_pairs(budget, n, expected):
+    assert denominator(budget, n) == expected

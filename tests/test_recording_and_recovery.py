@@ -1,0 +1,136 @@
+"""Results recorded once (invariant 5), the Supervisor's expiry, cancellation, and the database's guards."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import ray
+from sqlalchemy.exc import DBAPIError
+
+from actors import names
+from cjcore.contracts import BatchState, ComparisonResult, Winner
+from driver.api import CJClient
+from tests.helpers import essays, repo_call, run_batch, sql
+
+
+def _submit(settings, request) -> str:
+    async def go() -> str:
+        client = CJClient(settings)
+        try:
+            return await client.submit(request)
+        finally:
+            await client.close()
+
+    return asyncio.run(go())
+
+
+def _wait(settings, batch_id, timeout_s=120):
+    async def go():
+        client = CJClient(settings)
+        try:
+            return await client.wait(batch_id, timeout_s=timeout_s, poll_s=0.05)
+        finally:
+            await client.close()
+
+    return asyncio.run(go())
+
+
+def _wait_until(predicate, timeout_s=60.0, what="condition"):
+    """Poll a database condition (synchronisation on state, not a fixed sleep)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _in_flight(settings, batch_id):
+    return sql(settings, "SELECT correlation_id FROM cj_comparison_pairs WHERE batch_id = :b AND winner IS NULL",
+               b=batch_id)
+
+
+def test_a_result_is_recorded_once_whatever_arrives_after_it(stack, sim):
+    sim.configure(timeout_rate=1.0, hang_s=8.0)  # calls hang: pairs stay in flight until we answer them
+    batch_id = _submit(stack, {"essays": essays(3, "dup"), "max_comparisons": 3})
+    _wait_until(lambda: len(_in_flight(stack, batch_id)) == 3, what="3 pairs in flight")
+    cids = [r[0] for r in _in_flight(stack, batch_id)]
+    coordinator = ray.get_actor(names.coordinator(batch_id), namespace=stack.ray_namespace)
+    verdicts = [ComparisonResult(cid, batch_id, Winner.ESSAY_A) for cid in cids]
+    assert ray.get(coordinator.record_results.remote(verdicts[:2])) == 2
+    assert ray.get(coordinator.record_results.remote(verdicts[:2])) == 0  # duplicate: no-op
+    flipped = [ComparisonResult(cid, batch_id, Winner.ESSAY_B) for cid in cids[:2]]
+    assert ray.get(coordinator.record_results.remote(flipped)) == 0  # a different late answer: still no-op
+    assert ray.get(coordinator.expire.remote(cids, 0.0)) == 1  # expiry only takes the one without a result
+    sim.configure(timeout_rate=0.0)
+    result = _wait(stack, batch_id)
+    assert result.state is BatchState.COMPLETED
+    rows = sql(stack, "SELECT correlation_id, winner, error_code FROM cj_comparison_pairs WHERE batch_id = :b",
+               b=batch_id)
+    by_cid = {r[0]: (r[1], r[2]) for r in rows}
+    assert [by_cid[c] for c in cids[:2]] == [("essay_a", None)] * 2
+    assert by_cid[cids[2]] == ("error", "QUEUE_TIMEOUT")
+    assert (result.counters.completed, result.counters.failed) == (2, 1)
+    # The hung provider calls time out at the workers later; their results must stay no-ops.
+    assert repo_call(stack, "check_invariants", batch_id) == []
+
+
+def test_supervisor_expires_pairs_stuck_in_flight(stack, sim):
+    sim.configure(timeout_rate=1.0, hang_s=8.0)
+    batch_id = _submit(stack, {"essays": essays(3, "stuck"), "max_comparisons": 3})
+    _wait_until(lambda: len(_in_flight(stack, batch_id)) == 3, what="3 pairs in flight")
+    supervisor = ray.get_actor(names.SUPERVISOR, namespace=stack.ray_namespace)
+    done = ray.get(supervisor.run_once.remote(max_processing_seconds=0.0))
+    assert done.get("expired", 0) >= 3
+    result = _wait(stack, batch_id)
+    assert result.state is BatchState.COMPLETED and result.completion_reason == "budget"
+    assert (result.counters.completed, result.counters.failed) == (0, 3)
+    codes = sql(stack, "SELECT DISTINCT error_code FROM cj_comparison_pairs WHERE batch_id = :b", b=batch_id)
+    assert codes == [("QUEUE_TIMEOUT",)]
+    assert repo_call(stack, "check_invariants", batch_id) == []
+
+
+def test_cancel_mid_round_ends_cancelled_with_one_event(stack, sim):
+    sim.configure(latency_ms=300.0)
+    batch_id = _submit(stack, {"essays": essays(12, "cxl"), "max_comparisons": 60})
+    _wait_until(lambda: len(_in_flight(stack, batch_id)) > 0, what="a round in flight")
+
+    async def cancel():
+        client = CJClient(stack)
+        try:
+            return await client.cancel(batch_id)
+        finally:
+            await client.close()
+
+    asyncio.run(cancel())
+    result = _wait(stack, batch_id)
+    assert result.state is BatchState.CANCELLED
+    assert result.counters.submitted < 60
+    assert result.counters.completed + result.counters.failed == result.counters.submitted
+    assert [e["event_type"] for e in repo_call(stack, "events", batch_id)] == ["cj.batch.cancelled"]
+    assert repo_call(stack, "check_invariants", batch_id) == []
+
+
+def test_a_judge_failing_every_call_ends_failed_with_one_failure_event(stack, sim):
+    sim.configure(overload_rate=1.0)
+    result = run_batch(stack, {"essays": essays(8, "fail"), "max_comparisons": 28})
+    assert result.state is BatchState.FAILED
+    assert result.completion_reason == "low_success_rate"
+    assert result.counters.completed == 0 and result.counters.failed == result.counters.submitted
+    assert [e["event_type"] for e in repo_call(stack, "events", result.batch_id)] == ["cj.batch.failed"]
+    assert repo_call(stack, "check_invariants", result.batch_id) == []
+
+
+def test_the_database_refuses_a_changed_budget_or_a_change_out_of_a_terminal_state(stack, sim):
+    result = run_batch(stack, {"essays": essays(3, "guard"), "max_comparisons": 3})
+    with pytest.raises(DBAPIError, match="total_budget"):
+        sql(stack, "UPDATE cj_batch_states SET total_budget = 99 WHERE batch_id = :b", b=result.batch_id)
+    with pytest.raises(DBAPIError, match="cannot change state"):
+        sql(stack, "UPDATE cj_batch_states SET state = 'SCORING' WHERE batch_id = :b", b=result.batch_id)
+    with pytest.raises(DBAPIError, match="ck_cj_submitted_le_budget"):
+        sql(stack, "UPDATE cj_batch_states SET submitted_comparisons = 4 WHERE batch_id = :b", b=result.batch_id)
+    # A second finalization writes nothing: still one event.
+    assert repo_call(stack, "finalize", result.batch_id, BatchState.COMPLETED, "again") is False
+    assert len(repo_call(stack, "events", result.batch_id)) == 1

@@ -1,0 +1,52 @@
+import pytest
+
+from cjcore.contracts import ComparisonRequest, Winner
+from cjcore.prompt import MalformedVerdict, extract_essays, message_params, parse_verdict, user_turn
+from cjcore.token_bucket import TokenBucket
+
+
+def test_bucket_refills_continuously_with_a_fake_clock():
+    b = TokenBucket.per_minute(60, now=0.0)
+    assert all(b.try_take(1, 0.0) == 0.0 for _ in range(60))
+    assert b.try_take(1, 0.0) == pytest.approx(1.0)  # one token a second
+    assert b.try_take(1, 0.5) == pytest.approx(0.5)
+    assert b.try_take(1, 1.0) == 0.0
+    assert b.available(1000.0) == 60  # never above capacity
+
+
+def test_a_request_larger_than_the_bucket_waits_for_a_full_one():
+    b = TokenBucket.per_minute(100, now=0.0)
+    b.try_take(100, 0.0)
+    assert b.try_take(500, 0.0) == pytest.approx(60.0)
+
+
+def test_essays_round_trip_through_the_user_turn():
+    a, b = "First essay.\nWith lines <essay_b> inside.", "Second"
+    assert extract_essays(user_turn(a, b)) == (a, b)
+
+
+def test_message_params_mark_the_instructions_for_caching_and_carry_the_correlation_id():
+    req = ComparisonRequest("cid-1", "b", "x", "y", "A text", "B text", "Rubric", "claude-haiku-4-5", 0.0, 256)
+    params = message_params(req)
+    assert params["system"][0]["cache_control"] == {"type": "ephemeral"}
+    assert params["metadata"]["user_id"].startswith("cj:cid-1:")
+    assert params["tool_choice"]["name"] == "record_verdict"
+
+
+@pytest.mark.parametrize(
+    ("content", "winner"),
+    [([{"type": "tool_use", "input": {"winner": "A", "confidence": 4, "justification": "x"}}], Winner.ESSAY_A),
+     ([{"type": "text", "text": "hm"}, {"type": "tool_use", "input": {"winner": "b"}}], Winner.ESSAY_B)],
+)
+def test_parse_verdict(content, winner):
+    assert parse_verdict(content).winner is winner
+
+
+@pytest.mark.parametrize(
+    "content",
+    [[{"type": "text", "text": "A is better"}], [{"type": "tool_use", "input": {"winner": "C"}}],
+     [{"type": "tool_use", "input": "not json"}], []],
+)
+def test_malformed_verdicts_raise(content):
+    with pytest.raises(MalformedVerdict):
+        parse_verdict(content)
