@@ -75,9 +75,10 @@ def first_round(essay_ids: Sequence[str], size: int, rng: random.Random) -> list
         rest = [pair_key(a, b) for i, a in enumerate(ids) for b in ids[i + 1 :] if pair_key(a, b) not in seen]
         rng.shuffle(rest)
         for k in rest:
-            a, b = sorted(k)
-            take(a, b)
-    return [_orient(*sorted(k), rng) for k in chosen]
+            low, high = sorted(k)
+            take(low, high)
+    ordered = [sorted(k) for k in chosen]
+    return [_orient(a, b, rng) for a, b in ordered]
 
 
 def next_round(

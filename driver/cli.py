@@ -12,7 +12,6 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from cjcore.contracts import TERMINAL_STATES, BatchResult, BatchState, Counters, parse_batch_request
 from cjcore.errors import BatchTimeout, CJError, ConfigError
@@ -182,7 +181,10 @@ def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
         client = CJClient(settings)
         try:
             state = await client.cancel(args.id)
-            print(f"batch {args.id}: cancel requested ({state.value})")
+            if state in TERMINAL_STATES:
+                print(f"batch {args.id}: already {state.value}; nothing to cancel")
+            else:
+                print(f"batch {args.id}: cancel requested; in-flight results will land, then CANCELLED")
             return 0
         finally:
             await client.close()
@@ -384,4 +386,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-__all__ = ["main", "TERMINAL_STATES", "Any"]

@@ -10,6 +10,8 @@ from rich.table import Table
 from cjcore.contracts import BatchResult
 
 console = Console()
+if not console.is_terminal:  # piped or captured: rich's 80-column default would squeeze ids away
+    console.width = 160
 err_console = Console(stderr=True)
 
 
@@ -52,7 +54,7 @@ def health_table(rows: list[dict[str, Any]]) -> None:
     heads = ["batch", "state", "budget", "submitted", "completed", "failed", "in flight", "anchors",
              "projections", "events", "age s"]
     for h in heads:
-        table.add_column(h)
+        table.add_column(h, no_wrap=h in ("batch", "state"))
     for r in rows:
         table.add_row(*[f"{r[c]:.0f}" if c == "age_s" else str(r[c]) for c in cols])
     console.print(table)

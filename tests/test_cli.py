@@ -1,0 +1,100 @@
+"""The command line as a user runs it: bad input refused with a message naming the field, exit codes,
+`submit --wait --json`, `status`, `inspect`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from driver.cli import main
+from tests.helpers import essays, sql
+
+
+@pytest.fixture
+def cli_env(stack, monkeypatch):
+    """The session deployment's settings, as environment variables a user would export."""
+    env = {
+        "CJ_DATABASE_URL": stack.database_url, "CJ_PROVIDER_BASE_URL": stack.provider_base_url,
+        "CJ_WORKERS": str(stack.workers), "CJ_SCORERS": str(stack.scorers), "CJ_STATE_DIR": str(stack.state_dir),
+        "CJ_SUPERVISOR_INTERVAL_S": "3600", "CJ_MAX_PROCESSING_SECONDS": "3600",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return stack
+
+
+BAD_FILES = [
+    ({"essays": []}, "essays"),
+    ({"essays": [{"essay_id": "x", "text": "only one"}]}, "essays"),
+    ({"essays": [{"essay_id": "x", "text": "a"}, {"essay_id": "x", "text": "b"}]}, "essays"),
+    ({"essays": [{"essay_id": "x", "text": ""}, {"essay_id": "y", "text": "b"}]}, "essays[0].text"),
+    ({"essays": essays(2), "max_comparisons": -1}, "max_comparisons"),
+    ({"essays": [{"essay_id": "x", "text": "a", "is_anchor": True}, {"essay_id": "y", "text": "b"}]},
+     "essays[0].known_grade"),
+    ({"essays": [{"essay_id": "x", "text": "a", "is_anchor": True, "known_grade": "A*"},
+                 {"essay_id": "y", "text": "b"}]}, "essays[0].known_grade"),
+]
+
+
+@pytest.mark.parametrize(("data", "field"), BAD_FILES, ids=[f for _, f in BAD_FILES])
+def test_bad_input_exits_2_naming_the_field_and_stores_nothing(cli_env, tmp_path, capsys, data, field):
+    before = sql(cli_env, "SELECT count(*) FROM cj_batches")[0][0]
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    assert main(["submit", str(path), "--wait"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {field}: ")
+    assert sql(cli_env, "SELECT count(*) FROM cj_batches")[0][0] == before
+
+
+def test_not_json_and_missing_file_are_refused(cli_env, tmp_path, capsys):
+    bad = tmp_path / "x.json"
+    bad.write_text("{not json")
+    assert main(["submit", str(bad)]) == 2
+    assert main(["submit", str(tmp_path / "missing.json")]) == 2
+    err = capsys.readouterr().err
+    assert "not valid JSON" in err and "cannot read" in err
+
+
+def test_a_duplicate_batch_id_is_refused_and_the_first_batch_is_untouched(cli_env, tmp_path, capsys):
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps({"batch_id": "dup-cli-1", "essays": essays(3, "d"), "max_comparisons": 3}))
+    assert main(["submit", str(path), "--wait", "--json"]) == 0
+    capsys.readouterr()
+    assert main(["submit", str(path)]) == 2
+    assert "batch_id: batch 'dup-cli-1' already exists" in capsys.readouterr().err
+    assert sql(cli_env, "SELECT count(*) FROM cj_comparison_pairs WHERE batch_id = 'dup-cli-1'")[0][0] == 3
+
+
+def test_submit_wait_json_prints_the_result_and_status_and_inspect_agree(cli_env, tmp_path, capsys):
+    path = tmp_path / "ok.json"
+    path.write_text(json.dumps({"essays": essays(5, "cli", anchors={"cli00": "C", "cli01": "A"}),
+                                "max_comparisons": 10}))
+    assert main(["submit", str(path), "--wait", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["state"] == "COMPLETED"
+    assert {p["essay_id"] for p in result["grade_projections"]} == {"cli02", "cli03", "cli04"}
+    assert main(["status", result["batch_id"], "--json"]) == 0
+    health = json.loads(capsys.readouterr().out)
+    assert (health["state"], health["anchors"], health["projections"], health["events"]) == ("COMPLETED", 2, 3, 1)
+    assert main(["inspect", result["batch_id"], "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["consistent"] is True
+    assert report["counters"]["submitted"] == report["database"]["submitted"] == result["counters"]["submitted"]
+    assert main(["status"]) == 0
+    assert result["batch_id"][:8] in capsys.readouterr().out
+
+
+def test_submit_wait_exits_non_zero_when_the_batch_fails_and_still_prints_it(cli_env, sim, tmp_path, capsys):
+    sim.configure(error_rate=1.0)
+    path = tmp_path / "f.json"
+    path.write_text(json.dumps({"essays": essays(8, "clifail"), "max_comparisons": 28}))
+    assert main(["submit", str(path), "--wait", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["state"] == "FAILED"
+
+
+def test_a_bad_setting_is_refused_naming_the_variable(monkeypatch, capsys):
+    monkeypatch.setenv("CJ_WORKERS", "0")
+    assert main(["status"]) == 2
+    assert capsys.readouterr().err.startswith("error: CJ_WORKERS:")
