@@ -23,12 +23,15 @@ def ensure_coordinator(batch_id: str, settings: Settings) -> ray.actor.ActorHand
 
 def deploy(settings: Settings) -> dict[str, ray.actor.ActorHandle]:
     """Start (or find) the provider pool, the scoring pool and the Supervisor; wait until they answer."""
+    from actors.limiter import RateLimiter
     from actors.provider_worker import ProviderWorker
     from actors.scoring import ScoringActor
     from actors.supervisor import Supervisor
 
     common = {"namespace": settings.ray_namespace, "lifetime": "detached", "get_if_exists": True}
     handles: dict[str, ray.actor.ActorHandle] = {}
+    handles[names.LIMITER] = RateLimiter.options(name=names.LIMITER, **common).remote(settings.limits())
+    ray.get(handles[names.LIMITER].__ray_ready__.remote())  # workers look it up in their constructors
     for i in range(settings.workers):
         handles[names.provider(i)] = ProviderWorker.options(name=names.provider(i), **common).remote(i, settings)
     for i in range(settings.scorers):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 SUPERVISOR = "cj-supervisor"
+LIMITER = "cj-limiter"
 
 
 def coordinator(batch_id: str) -> str:

@@ -18,6 +18,7 @@ import anthropic
 
 from cjcore.contracts import ComparisonRequest, ComparisonResult, ErrorType
 from cjcore.prompt import MalformedVerdict, message_params, parse_verdict
+from cjcore.rate_limit import TOOL_USE_OVERHEAD_TOKENS, estimate_tokens
 from cjcore.settings import ModelPrice
 
 
@@ -41,6 +42,13 @@ def _retry_after(headers: dict[str, str]) -> float | None:
         return float(headers["retry-after"])
     except (KeyError, ValueError):
         return None
+
+
+def estimate_input_tokens(req: ComparisonRequest) -> int:
+    """What the provider will count against input tokens/min, estimated before sending."""
+    params = message_params(req)
+    chars = len(req.instructions) + len(params["messages"][0]["content"]) + len(str(params["tools"]))
+    return estimate_tokens(chars) + TOOL_USE_OVERHEAD_TOKENS
 
 
 def cost_usd(price: ModelPrice, input_tokens: int, output_tokens: int, cache_read: int, cache_write: int) -> float:

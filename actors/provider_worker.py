@@ -12,6 +12,8 @@ so the `anthropic` SDK is imported inside the actor, not at module level.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import time
 from collections import OrderedDict, deque
@@ -19,10 +21,9 @@ from collections import OrderedDict, deque
 import ray
 from ray.exceptions import RayError
 
-from actors import names
+from actors import metrics, names
 from cjcore.contracts import ComparisonRequest, ComparisonResult
 from cjcore.settings import Settings
-from cjcore.token_bucket import TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,11 @@ class ProviderWorker:
         self._known: set[str] = set()  # correlation ids queued or in flight here: re-sends are ignored
         self._work = asyncio.Event()
         self._slots = asyncio.Semaphore(settings.worker_max_in_flight)
-        # A simple share of the pool's requests/min; the pool-wide limiter replaces it (issue 3).
-        self._bucket = TokenBucket.per_minute(settings.requests_per_minute / settings.workers, time.monotonic())
+        self._estimate = provider_call.estimate_input_tokens
+        self._limiter = ray.get_actor(names.LIMITER, namespace=settings.ray_namespace)
+        # The limiter keys its buckets by a fingerprint of the key, never the key itself.
+        self._key_id = hashlib.sha256(settings.api_key_value().encode()).hexdigest()[:12]
+        self._provider = "anthropic" if settings.uses_real_anthropic else "simulated"
         self._sender = ResultSender(settings.ray_namespace, settings.result_delivery_timeout_s)
         self._calls = 0
         self._pump_task = asyncio.get_running_loop().create_task(self._pump())
@@ -147,33 +151,43 @@ class ProviderWorker:
                 await self._work.wait()
                 continue
             await self._slots.acquire()
-            await self._take_permit()
             req = self._next()
             if req is None:
                 self._slots.release()
                 continue
-            asyncio.get_running_loop().create_task(self._call(req))
+            # The pool's one limiter: granted in arrival order across every worker.
+            key = f"{self._key_id}:{req.model}"
+            grant, waited = await self._limiter.acquire.remote(key, self._estimate(req))
+            metrics.rate_limit_wait().observe(waited)
+            asyncio.get_running_loop().create_task(self._call(req, key, grant))
 
-    async def _take_permit(self) -> None:
-        # Tokens refill with time, not on an event: sleeping exactly until one is due is the wait.
-        wait = self._bucket.try_take(1.0, time.monotonic())
-        while wait > 0:
-            await asyncio.sleep(wait)
-            wait = self._bucket.try_take(1.0, time.monotonic())
-
-    async def _call(self, req: ComparisonRequest) -> None:
+    async def _call(self, req: ComparisonRequest, key: str, grant: object) -> None:
         try:
             self._calls += 1
-            price = self._settings.price_for(req.model)
-            outcome = await self._compare(self._client, req, price)
+            outcome = await self._compare(self._client, req, self._settings.price_for(req.model))
         finally:
             self._slots.release()
         self._known.discard(req.correlation_id)
         result = outcome.result
+        status = result.http_status
+        if status == 429:
+            usage = None  # refused: it used none of the allowance
+        elif result.error_type is None or status == 200:
+            usage = (result.input_tokens + result.cache_write_tokens, result.output_tokens)
+        else:  # admitted, then failed: the estimate stays charged
+            usage = (getattr(grant, "input_tokens", 0), 0)
+        pause = outcome.retry_after_s if status in (429, 529) else None
+        await self._limiter.report.remote(key, grant, outcome.headers, usage, pause)
+        outcome_label = "ok" if result.error_type is None else result.error_type.value
+        metrics.provider_requests().inc(tags={"provider": self._provider, "model": req.model,
+                                              "outcome": outcome_label})
         if result.error_type is not None:
-            log.warning(
-                "provider error batch=%s correlation_id=%s type=%s status=%s request_id=%s model=%s",
-                req.batch_id, req.correlation_id, result.error_type.value, result.http_status,
-                result.provider_request_id, req.model,
-            )
+            metrics.provider_errors().inc(tags={"provider": self._provider, "error_type": result.error_type.value,
+                                                "http_status_code": str(status or 0)})
+            # One structured line per failure: ids, status and limits; never the key or essay text.
+            log.warning("provider error %s", json.dumps({
+                "event": "provider_error", "batch_id": req.batch_id, "correlation_id": req.correlation_id,
+                "error_type": result.error_type.value, "http_status": status, "model": req.model,
+                "request_id": result.provider_request_id, "ratelimit": outcome.headers,
+            }))
         self._sender.add(result)

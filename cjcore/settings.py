@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cjcore.errors import ConfigError
+from cjcore.rate_limit import Limits, check_limits
 
 ANTHROPIC_API_URL = "https://api.anthropic.com"
 
@@ -56,7 +57,8 @@ class Settings(BaseSettings):
     workers: int = Field(default=2, ge=1, le=256)
     worker_max_in_flight: int = Field(default=64, ge=1, le=10_000)
     requests_per_minute: int = Field(default=4_000, ge=1)
-    tokens_per_minute: int = Field(default=2_000_000, ge=1)
+    tokens_per_minute: int = Field(default=2_000_000, ge=1)  # input tokens/min
+    output_tokens_per_minute: int | None = Field(default=None, ge=1)
     provider_timeout_s: float = Field(default=60.0, gt=0)
     result_delivery_timeout_s: float = Field(default=120.0, gt=0)
     prices: dict[str, ModelPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
@@ -87,6 +89,16 @@ class Settings(BaseSettings):
             raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
         return v
 
+    @model_validator(mode="after")
+    def _limits_plausible(self) -> Settings:
+        problems = check_limits(self.limits(), real_provider=self.uses_real_anthropic)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def limits(self) -> Limits:
+        return Limits(self.requests_per_minute, self.tokens_per_minute, self.output_tokens_per_minute)
+
     @property
     def uses_real_anthropic(self) -> bool:
         return self.provider_base_url is None and self.anthropic_api_key is not None
@@ -105,5 +117,5 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         err = exc.errors()[0]
-        name = "CJ_" + str(err["loc"][0]).upper() if err["loc"] else "settings"
-        raise ConfigError(f"{name}: {err['msg']}") from None
+        name = "CJ_" + str(err["loc"][0]).upper() if err["loc"] else "CJ_REQUESTS_PER_MINUTE/CJ_*TOKENS_PER_MINUTE"
+        raise ConfigError(f"{name}: {str(err['msg']).removeprefix('Value error, ')}") from None

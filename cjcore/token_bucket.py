@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+EPSILON = 1e-9
+
 
 @dataclass(slots=True)
 class TokenBucket:
@@ -32,7 +34,8 @@ class TokenBucket:
         """Seconds until `amount` fits (0.0 if it fits now); takes nothing."""
         self._refill(now)
         amount = min(amount, self.capacity)  # a request larger than the bucket waits for a full one
-        return 0.0 if self.level >= amount else (amount - self.level) / self.refill_per_s
+        # EPSILON: refill arithmetic leaves float residue; a wait of 1e-16 s would never advance a clock.
+        return 0.0 if self.level + EPSILON >= amount else (amount - self.level) / self.refill_per_s
 
     def try_take(self, amount: float, now: float) -> float:
         """Take `amount` and return 0.0, or take nothing and return the seconds until it would fit."""

@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from cjcore.prompt import TOOL_NAME, extract_essays
+from cjcore.rate_limit import TOOL_USE_OVERHEAD_TOKENS
 from cjcore.token_bucket import TokenBucket
 from simprovider.judge import Judge, text_sha256
 
@@ -39,6 +40,7 @@ class SimConfig:
     timeout_rate: float = 0.0
     malformed_rate: float = 0.0
     hang_s: float = 600.0  # how long a simulated timeout hangs before answering
+    start_full: bool = True  # False: buckets start empty (a sustained-rate benchmark without a burst)
     min_cacheable_tokens: int = 1024
     seed: int | None = None
     truth: dict[str, float] = field(default_factory=dict)
@@ -96,7 +98,7 @@ class SimProvider:
             return None
         b = self._buckets.get(name)
         if b is None or b.capacity != limit:
-            b = self._buckets[name] = TokenBucket.per_minute(limit, now)
+            b = self._buckets[name] = TokenBucket.per_minute(limit, now, start_full=self.config.start_full)
         return b
 
     def _limit_headers(self, now: float) -> dict[str, str]:
@@ -123,6 +125,7 @@ class SimProvider:
             for b, amount in (
                 (self._bucket("requests", self.config.rpm, now), 1.0),
                 (self._bucket("input", self.config.tpm, now), float(input_tokens)),
+                (self._bucket("output", self.config.output_tpm, now), 1.0),  # some allowance left; charged after
             )
             if b is not None
         ]
@@ -164,16 +167,21 @@ class SimProvider:
             return _error(400, "invalid_request_error", "no essays found in the user turn",
                           {"request-id": request_id})
 
-        system_tokens = estimate_tokens(system_text) + 300  # tool definition and framing
+        system_tokens = estimate_tokens(system_text) + TOOL_USE_OVERHEAD_TOKENS + 50  # + tool definition
         input_tokens = system_tokens + estimate_tokens(user_text)
-        wait = self._admit(input_tokens, now)
+        cfg = self.config
+        # Prompt caching, accounted like the real API: the marked prefix is written once, then read;
+        # cache reads do not count towards input tokens/min, cache writes do.
+        cache_key = text_sha256(model + "\x00" + system_text)
+        cacheable = cached_prefix and system_tokens >= cfg.min_cacheable_tokens
+        cache_hit = cacheable and self._cache.get(cache_key, 0.0) > now
+        wait = self._admit(input_tokens - (system_tokens if cache_hit else 0), now)
         headers = {"request-id": request_id, **self._limit_headers(now)}
         if wait > 0:
             st["rate_limited"] += 1
             headers["retry-after"] = str(max(1, math.ceil(wait)))
             return _error(429, "rate_limit_error", "Number of requests has exceeded your rate limit", headers)
 
-        cfg = self.config
         roll = self._rng.random()
         if cfg.latency_ms > 0:
             await asyncio.sleep(self._rng.expovariate(1000.0 / cfg.latency_ms))
@@ -183,6 +191,7 @@ class SimProvider:
         roll -= cfg.error_rate
         if roll < cfg.overload_rate:
             st["overloaded"] += 1
+            headers["retry-after"] = "1"
             return _error(529, "overloaded_error", "Overloaded", headers)
         roll -= cfg.overload_rate
         if roll < cfg.timeout_rate:
@@ -191,15 +200,10 @@ class SimProvider:
             return _error(504, "timeout_error", "Request timed out", headers)
         roll -= cfg.timeout_rate
 
-        # Prompt caching, accounted like the real API: the marked prefix is written once, then read.
-        cache_read = cache_write = 0
-        if cached_prefix and system_tokens >= cfg.min_cacheable_tokens:
-            key = text_sha256(model + "\x00" + system_text)
-            if self._cache.get(key, 0.0) > now:
-                cache_read = system_tokens
-            else:
-                cache_write = system_tokens
-            self._cache[key] = now + CACHE_TTL_S
+        cache_read = system_tokens if cache_hit else 0
+        cache_write = system_tokens if cacheable and not cache_hit else 0
+        if cacheable:
+            self._cache[cache_key] = now + CACHE_TTL_S
         billed_input = input_tokens - cache_read - cache_write
 
         a_wins, _ = self._judge.a_wins(*essays)
@@ -222,6 +226,10 @@ class SimProvider:
             }]
             stop_reason = "tool_use"
         output_tokens = min(max_tokens, 40 + self._rng.randint(0, 20))
+        out_bucket = self._bucket("output", cfg.output_tpm, time.monotonic())
+        if out_bucket is not None:  # output tokens/min counts what was generated
+            out_bucket.available(time.monotonic())
+            out_bucket.level -= output_tokens
         st["input_tokens"] += billed_input
         st["output_tokens"] += output_tokens
         st["cache_read_input_tokens"] += cache_read

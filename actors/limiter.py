@@ -1,0 +1,63 @@
+"""RateLimiter (`cj-limiter`): the one limiter of the provider pool, whatever the number of workers and
+batches. A thin shell around cjcore.rate_limit.PoolLimiter: requests are granted in arrival order (an
+asyncio.Lock is FIFO), and the lock is held while waiting for refill, which is the queue."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import ray
+
+from cjcore.rate_limit import Grant, Limits, PoolLimiter
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+class RateLimiter:
+    def __init__(self, limits: Limits):
+        self._default = limits
+        self._pools: dict[str, PoolLimiter] = {}  # per (key fingerprint, model)
+        self._lock: dict[str, asyncio.Lock] = {}
+        self.granted = 0
+        self.waited_s = 0.0
+
+    def _pool(self, key: str) -> PoolLimiter:
+        if key not in self._pools:
+            self._pools[key] = PoolLimiter(self._default, time.monotonic())
+            self._lock[key] = asyncio.Lock()
+        return self._pools[key]
+
+    async def acquire(self, key: str, input_tokens: int) -> tuple[Grant, float]:
+        """Wait until the request fits; returns the grant and the seconds waited."""
+        pool = self._pool(key)
+        started = time.monotonic()
+        async with self._lock[key]:
+            while True:
+                wait, grant = pool.try_acquire(input_tokens, time.monotonic())
+                if grant is not None:
+                    break
+                await asyncio.sleep(wait)
+        waited = time.monotonic() - started
+        self.granted += 1
+        self.waited_s += waited
+        return grant, waited
+
+    async def report(
+        self, key: str, grant: Grant, headers: dict[str, str], usage: tuple[int, int] | None,
+        retry_after_s: float | None,
+    ) -> None:
+        """After a call: true usage (None if the request was refused), headers, and any retry-after."""
+        pool = self._pool(key)
+        now = time.monotonic()
+        if usage is None:
+            pool.release(grant, now)
+        else:
+            pool.settle(grant, usage[0], usage[1], now)
+        pool.observe(headers, now)
+        if retry_after_s is not None:
+            pool.pause(retry_after_s, now)
+
+    async def stats(self) -> dict[str, object]:
+        now = time.monotonic()
+        return {"granted": self.granted, "waited_s": round(self.waited_s, 3),
+                "pools": {k: {"buckets": p.snapshot(now), "learned": p.learned} for k, p in self._pools.items()}}

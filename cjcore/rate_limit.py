@@ -1,0 +1,151 @@
+"""The provider pool's rate limit, as one set of continuously refilled buckets per API key and model.
+
+Before a request is sent it must fit three buckets: requests, input tokens (an estimate from the prompt)
+and output tokens (an estimate from recent answers). After the answer, `settle` replaces the estimates
+with the true usage. Every response's `anthropic-ratelimit-*` headers teach the limits (a key whose tier
+differs from the configuration converges to the real limit) and lower our level to the server's
+`remaining` when the server has seen more than we have. A 429 or 529 pauses the whole pool for
+`retry-after`. Time is passed in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from cjcore.token_bucket import TokenBucket
+
+# Anthropic's published limits at its highest standard tier (requests/min, input and output tokens/min).
+# A configured limit above these is almost certainly a typo; a custom tier can still be taught by headers.
+MAX_KNOWN_TIER = {"requests": 4_000, "input_tokens": 4_000_000, "output_tokens": 800_000}
+
+# Header prefix → bucket. `tokens-*` is the combined legacy header; we read it as input tokens.
+_HEADER_BUCKETS = {"requests": "requests", "input-tokens": "input_tokens", "output-tokens": "output_tokens",
+                   "tokens": "input_tokens"}
+
+# Anthropic adds a tool-use system prompt of ~346 tokens when tool_choice forces a tool (its docs' table).
+TOOL_USE_OVERHEAD_TOKENS = 346
+CHARS_PER_TOKEN = 3.5  # conservative: real tokenizers give ~4 chars/token for English prose
+START_ALLOWANCE_S = 1.0  # start with one second's worth, not a full bucket: no burst before we know the server
+
+
+def estimate_tokens(chars: int) -> int:
+    return math.ceil(chars / CHARS_PER_TOKEN)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    requests_per_min: int
+    input_tokens_per_min: int
+    output_tokens_per_min: int | None = None  # None: not limited
+
+    def as_dict(self) -> dict[str, int | None]:
+        return {"requests": self.requests_per_min, "input_tokens": self.input_tokens_per_min,
+                "output_tokens": self.output_tokens_per_min}
+
+
+def check_limits(limits: Limits, *, real_provider: bool) -> list[str]:
+    """Problems with configured limits (empty when fine)."""
+    problems = []
+    for name, value in limits.as_dict().items():
+        if value is None:
+            continue
+        if value <= 0:
+            problems.append(f"{name} per minute must be positive, got {value}")
+        elif real_provider and value > MAX_KNOWN_TIER[name]:
+            problems.append(f"{name} per minute {value} is above any known Anthropic tier ({MAX_KNOWN_TIER[name]})")
+    return problems
+
+
+@dataclass(slots=True)
+class Grant:
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(slots=True)
+class PoolLimiter:
+    limits: Limits
+    now: float
+    buckets: dict[str, TokenBucket] = field(init=False)
+    paused_until: float = 0.0
+    output_estimate: float = 256.0  # running mean of true output tokens
+    learned: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.buckets = {}
+        for name, limit in self.limits.as_dict().items():
+            if limit is not None:
+                b = TokenBucket.per_minute(limit, self.now, start_full=False)
+                b.level = limit / 60.0 * START_ALLOWANCE_S
+                self.buckets[name] = b
+
+    def _need(self, input_tokens: int) -> dict[str, float]:
+        return {"requests": 1.0, "input_tokens": float(input_tokens), "output_tokens": self.output_estimate}
+
+    def wait_for(self, input_tokens: int, now: float) -> float:
+        """Seconds until a request of `input_tokens` may be sent (0.0: now)."""
+        need = self._need(input_tokens)
+        waits = [b.wait_for(need[name], now) for name, b in self.buckets.items()]
+        return max([self.paused_until - now, *waits, 0.0])
+
+    def try_acquire(self, input_tokens: int, now: float) -> tuple[float, Grant | None]:
+        wait = self.wait_for(input_tokens, now)
+        if wait > 0:
+            return wait, None
+        need = self._need(input_tokens)
+        for name, b in self.buckets.items():
+            b.try_take(need[name], now)
+        return 0.0, Grant(input_tokens, math.ceil(self.output_estimate))
+
+    def settle(self, grant: Grant, input_tokens: int, output_tokens: int, now: float) -> None:
+        """Replace a grant's estimates with the true usage (refund or charge the difference)."""
+        for name, estimated, actual in (("input_tokens", grant.input_tokens, input_tokens),
+                                        ("output_tokens", grant.output_tokens, output_tokens)):
+            b = self.buckets.get(name)
+            if b is not None:
+                b.available(now)
+                b.level = min(b.capacity, b.level + estimated - actual)  # may go below 0: a debt to refill
+        self.output_estimate = 0.9 * self.output_estimate + 0.1 * output_tokens
+
+    def release(self, grant: Grant, now: float) -> None:
+        """A granted request was never sent: give its estimates back."""
+        self.settle(grant, 0, 0, now)
+        b = self.buckets.get("requests")
+        if b is not None:
+            b.level = min(b.capacity, b.level + 1.0)
+
+    def pause(self, seconds: float, now: float) -> None:
+        """429/529 with retry-after: nobody in the pool sends until then."""
+        self.paused_until = max(self.paused_until, now + seconds)
+
+    def observe(self, headers: Mapping[str, str], now: float) -> None:
+        """Learn limits and the server's remaining allowance from `anthropic-ratelimit-*` headers."""
+        for prefix, name in _HEADER_BUCKETS.items():
+            limit = _int(headers.get(f"anthropic-ratelimit-{prefix}-limit"))
+            remaining = _int(headers.get(f"anthropic-ratelimit-{prefix}-remaining"))
+            if limit is None or limit <= 0:
+                continue
+            b = self.buckets.get(name)
+            if b is None:  # a limit we were not told about
+                b = self.buckets[name] = TokenBucket.per_minute(limit, now, start_full=False)
+            if b.capacity != limit:
+                b.available(now)
+                b.capacity, b.refill_per_s = float(limit), limit / 60.0
+                b.level = min(b.level, b.capacity)
+                self.learned[name] = limit
+            if remaining is not None:
+                b.available(now)
+                b.level = min(b.level, float(remaining))
+
+    def snapshot(self, now: float) -> dict[str, dict[str, float]]:
+        return {name: {"limit": b.capacity, "available": round(b.available(now), 1)}
+                for name, b in self.buckets.items()}
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None

@@ -1,0 +1,94 @@
+"""The pool limiter with a fake clock: milliseconds, no sleeps."""
+
+import pytest
+
+from cjcore.rate_limit import Limits, PoolLimiter, check_limits
+
+
+def _drain(limiter, now, tokens=100):
+    granted = 0
+    while limiter.try_acquire(tokens, now)[1] is not None:
+        granted += 1
+    return granted
+
+
+def test_starts_with_one_seconds_allowance_then_refills_at_the_limit():
+    lim = PoolLimiter(Limits(600, 10_000_000), now=0.0)
+    assert _drain(lim, 0.0) == 10  # 600/min = 10/s
+    assert lim.try_acquire(100, 0.0)[0] == pytest.approx(0.1)
+    assert _drain(lim, 60.0) == 600  # never above the per-minute capacity
+
+
+def test_sixty_seconds_never_grant_more_than_the_limit_plus_the_start_allowance():
+    lim = PoolLimiter(Limits(600, 10_000_000), now=0.0)
+    granted, t = 0, 0.0
+    while t < 60.0:
+        wait, grant = lim.try_acquire(100, t)
+        if grant is None:
+            t += wait
+        else:
+            granted += 1
+    assert 600 <= granted <= 610
+
+
+def test_input_tokens_bind_when_prompts_are_long():
+    lim = PoolLimiter(Limits(4000, 60_000), now=0.0)  # 1,000 input tokens a second
+    assert _drain(lim, 0.0, tokens=500) == 2
+    assert lim.wait_for(500, 0.0) == pytest.approx(0.5)
+
+
+def test_settle_refunds_an_overestimate_and_charges_an_underestimate():
+    lim = PoolLimiter(Limits(4000, 60_000), now=0.0)
+    _, grant = lim.try_acquire(800, 0.0)
+    assert lim.buckets["input_tokens"].level == pytest.approx(200)
+    lim.settle(grant, 300, 50, 0.0)
+    assert lim.buckets["input_tokens"].level == pytest.approx(700)
+    _, grant = lim.try_acquire(100, 0.0)
+    lim.settle(grant, 900, 50, 0.0)  # the answer used more than estimated: a debt
+    assert lim.buckets["input_tokens"].level == pytest.approx(-200)
+
+
+def test_a_retry_after_pauses_the_whole_pool():
+    lim = PoolLimiter(Limits(6000, 10_000_000), now=0.0)
+    lim.pause(2.0, now=0.0)
+    assert lim.try_acquire(10, 1.0) == (pytest.approx(1.0), None)
+    assert lim.try_acquire(10, 2.0)[1] is not None
+
+
+@pytest.mark.parametrize("real", [300, 1200])
+def test_limits_are_learned_from_headers_when_configured_wrong_by_2x(real):
+    configured = 600
+    lim = PoolLimiter(Limits(configured, 10_000_000), now=0.0)
+    lim.observe({"anthropic-ratelimit-requests-limit": str(real),
+                 "anthropic-ratelimit-requests-remaining": "0"}, now=0.0)
+    assert lim.learned == {"requests": real}
+    assert _drain(lim, 60.0) == real
+
+
+def test_the_servers_remaining_lowers_our_level_but_never_raises_it():
+    lim = PoolLimiter(Limits(600, 10_000_000), now=0.0)
+    lim.observe({"anthropic-ratelimit-requests-limit": "600", "anthropic-ratelimit-requests-remaining": "3"}, 0.0)
+    assert _drain(lim, 0.0) == 3
+    lim.observe({"anthropic-ratelimit-requests-limit": "600", "anthropic-ratelimit-requests-remaining": "500"}, 0.0)
+    assert _drain(lim, 0.0) == 0
+
+
+def test_output_tokens_bucket_uses_a_running_estimate_of_real_answers():
+    lim = PoolLimiter(Limits(4000, 10_000_000, output_tokens_per_min=60_000), now=0.0)  # 1,000/s
+    _, grant = lim.try_acquire(10, 0.0)
+    assert grant.output_tokens == 256
+    for _ in range(50):
+        lim.settle(grant, 10, 40, 0.0)
+    assert lim.output_estimate < 50
+
+
+@pytest.mark.parametrize(
+    ("limits", "real", "problem"),
+    [(Limits(0, 1000), False, "requests per minute must be positive"),
+     (Limits(100, -1), False, "input_tokens per minute must be positive"),
+     (Limits(50_000, 1000), True, "above any known Anthropic tier"),
+     (Limits(50_000, 1000), False, None)],
+)
+def test_settings_check(limits, real, problem):
+    found = check_limits(limits, real_provider=real)
+    assert (problem in found[0]) if problem else found == []
