@@ -39,3 +39,14 @@ def deploy(settings: Settings) -> dict[str, ray.actor.ActorHandle]:
     handles[names.SUPERVISOR] = Supervisor.options(name=names.SUPERVISOR, **common).remote(settings)
     ray.get([h.__ray_ready__.remote() for h in handles.values()])
     return handles
+
+
+def teardown(settings: Settings) -> None:
+    """Kill the long-lived actors of the settings' namespace (tests, and `down` of a shared cluster)."""
+    wanted = [names.LIMITER, names.SUPERVISOR, *map(names.provider, range(settings.workers)),
+              *map(names.scoring, range(settings.scorers))]
+    for name in wanted:
+        try:
+            ray.kill(ray.get_actor(name, namespace=settings.ray_namespace), no_restart=True)
+        except ValueError:
+            pass

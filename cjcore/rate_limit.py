@@ -27,7 +27,10 @@ _HEADER_BUCKETS = {"requests": "requests", "input-tokens": "input_tokens", "outp
 # Anthropic adds a tool-use system prompt of ~346 tokens when tool_choice forces a tool (its docs' table).
 TOOL_USE_OVERHEAD_TOKENS = 346
 CHARS_PER_TOKEN = 3.5  # conservative: real tokenizers give ~4 chars/token for English prose
-START_ALLOWANCE_S = 1.0  # start with one second's worth, not a full bucket: no burst before we know the server
+# The buckets hold BURST_S seconds' worth, refilled at the full per-minute rate: sustained throughput is
+# the limit, but an idle pool never fires a minute's allowance at once. Anthropic may enforce 60 RPM as
+# one request a second, and sharp ramps meet separate acceleration limits.
+BURST_S = 1.0
 
 
 def estimate_tokens(chars: int) -> int:
@@ -74,12 +77,8 @@ class PoolLimiter:
     learned: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.buckets = {}
-        for name, limit in self.limits.as_dict().items():
-            if limit is not None:
-                b = TokenBucket.per_minute(limit, self.now, start_full=False)
-                b.level = limit / 60.0 * START_ALLOWANCE_S
-                self.buckets[name] = b
+        self.buckets = {name: _bucket(limit, self.now) for name, limit in self.limits.as_dict().items()
+                        if limit is not None}
 
     def _need(self, input_tokens: int) -> dict[str, float]:
         return {"requests": 1.0, "input_tokens": float(input_tokens), "output_tokens": self.output_estimate}
@@ -129,10 +128,10 @@ class PoolLimiter:
                 continue
             b = self.buckets.get(name)
             if b is None:  # a limit we were not told about
-                b = self.buckets[name] = TokenBucket.per_minute(limit, now, start_full=False)
-            if b.capacity != limit:
+                b = self.buckets[name] = _bucket(limit, now)
+            if b.refill_per_s != limit / 60.0:
                 b.available(now)
-                b.capacity, b.refill_per_s = float(limit), limit / 60.0
+                b.refill_per_s, b.capacity = limit / 60.0, limit / 60.0 * BURST_S
                 b.level = min(b.level, b.capacity)
                 self.learned[name] = limit
             if remaining is not None:
@@ -140,8 +139,13 @@ class PoolLimiter:
                 b.level = min(b.level, float(remaining))
 
     def snapshot(self, now: float) -> dict[str, dict[str, float]]:
-        return {name: {"limit": b.capacity, "available": round(b.available(now), 1)}
+        return {name: {"limit_per_min": b.refill_per_s * 60, "available": round(b.available(now), 1)}
                 for name, b in self.buckets.items()}
+
+
+def _bucket(limit_per_min: int, now: float) -> TokenBucket:
+    rate = limit_per_min / 60.0
+    return TokenBucket(capacity=rate * BURST_S, refill_per_s=rate, level=rate * BURST_S, updated_at=now)
 
 
 def _int(value: str | None) -> int | None:

@@ -273,7 +273,9 @@ def cmd_sim_provider(args: argparse.Namespace, settings: Settings) -> int:
     sim = SimProvider(SimConfig(
         truth=truth, noise=args.noise, position_bias=args.position_bias, rpm=args.rpm, tpm=args.tpm,
         latency_ms=args.latency_ms, error_rate=args.error_rate, overload_rate=args.overload_rate,
-        timeout_rate=args.timeout_rate, malformed_rate=args.malformed_rate, seed=args.seed,
+        timeout_rate=args.timeout_rate, malformed_rate=args.malformed_rate, max_tokens_rate=args.max_tokens_rate,
+        invalid_rate=args.invalid_rate, auth_error_rate=args.auth_error_rate, output_tpm=args.output_tpm,
+        seed=args.seed,
     ))
 
     async def serve() -> None:
@@ -359,6 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--overload-rate", type=_rate("--overload-rate"), default=0.0)
     sp.add_argument("--timeout-rate", type=_rate("--timeout-rate"), default=0.0)
     sp.add_argument("--malformed-rate", type=_rate("--malformed-rate"), default=0.0)
+    sp.add_argument("--max-tokens-rate", type=_rate("--max-tokens-rate"), default=0.0)
+    sp.add_argument("--invalid-rate", type=_rate("--invalid-rate"), default=0.0)
+    sp.add_argument("--auth-error-rate", type=_rate("--auth-error-rate"), default=0.0)
+    sp.add_argument("--output-tpm", type=int, default=None)
     sp.add_argument("--seed", type=int, default=None)
     sp.set_defaults(func=cmd_sim_provider)
 

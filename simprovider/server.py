@@ -39,6 +39,9 @@ class SimConfig:
     overload_rate: float = 0.0
     timeout_rate: float = 0.0
     malformed_rate: float = 0.0
+    max_tokens_rate: float = 0.0  # answers cut off with stop_reason "max_tokens"
+    invalid_rate: float = 0.0  # 400 invalid_request_error
+    auth_error_rate: float = 0.0  # 401 authentication_error
     hang_s: float = 600.0  # how long a simulated timeout hangs before answering
     start_full: bool = True  # False: buckets start empty (a sustained-rate benchmark without a burst)
     min_cacheable_tokens: int = 1024
@@ -84,9 +87,10 @@ class SimProvider:
         self._buckets.clear()
 
     def reset_stats(self) -> None:
+        self.arrivals: list[float] = []  # monotonic time of every request, for rate checks in tests
         self.stats: dict[str, Any] = {
             "requests": 0, "ok": 0, "rate_limited": 0, "overloaded": 0, "server_errors": 0, "malformed": 0,
-            "timeouts": 0, "bad_requests": 0, "input_tokens": 0, "output_tokens": 0,
+            "timeouts": 0, "bad_requests": 0, "auth_errors": 0, "max_tokens": 0, "input_tokens": 0, "output_tokens": 0,
             "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0, "a_wins": 0, "b_wins": 0,
             "first_request_at": None, "last_request_at": None,
         }
@@ -142,6 +146,7 @@ class SimProvider:
         wall = time.time()
         st = self.stats
         st["requests"] += 1
+        self.arrivals.append(now)
         st["first_request_at"] = st["first_request_at"] or wall
         st["last_request_at"] = wall
         request_id = f"req_sim_{uuid.uuid4().hex[:24]}"
@@ -183,6 +188,14 @@ class SimProvider:
             return _error(429, "rate_limit_error", "Number of requests has exceeded your rate limit", headers)
 
         roll = self._rng.random()
+        if roll < cfg.auth_error_rate:
+            st["auth_errors"] += 1
+            return _error(401, "authentication_error", "invalid x-api-key", headers)
+        roll -= cfg.auth_error_rate
+        if roll < cfg.invalid_rate:
+            st["bad_requests"] += 1
+            return _error(400, "invalid_request_error", "messages: invalid request", headers)
+        roll -= cfg.invalid_rate
         if cfg.latency_ms > 0:
             await asyncio.sleep(self._rng.expovariate(1000.0 / cfg.latency_ms))
         if roll < cfg.error_rate:
@@ -207,9 +220,14 @@ class SimProvider:
         billed_input = input_tokens - cache_read - cache_write
 
         a_wins, _ = self._judge.a_wins(*essays)
-        if roll < cfg.malformed_rate:
+        content: list[dict[str, Any]]
+        if roll < cfg.max_tokens_rate:
+            st["max_tokens"] += 1
+            content = [{"type": "text", "text": "Essay A develops its argument more"}]
+            stop_reason = "max_tokens"
+        elif roll - cfg.max_tokens_rate < cfg.malformed_rate:
             st["malformed"] += 1
-            content: list[dict[str, Any]] = (
+            content = (
                 [{"type": "text", "text": "Both essays have merits; I cannot decide."}]
                 if self._rng.random() < 0.5
                 else [{"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:20]}", "name": TOOL_NAME,

@@ -43,7 +43,8 @@ def sim_server() -> Iterator[SimProvider]:
 
 @pytest.fixture
 def sim(sim_server: SimProvider) -> Iterator[SimProvider]:
-    """The session's simulated provider, back to a consistent, fault-free judge after the test."""
+    """The session's simulated provider with fresh counters, back to a consistent, fault-free judge after."""
+    sim_server.reset_stats()
     yield sim_server
     sim_server.configure(**{k: v for k, v in SimConfig(seed=1).__dict__.items() if k != "seed"})
 
@@ -78,3 +79,22 @@ def stack(pg_url: str, sim_server: SimProvider, tmp_path_factory: pytest.TempPat
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+@pytest.fixture
+def deployment(stack: Settings) -> Iterator[Any]:
+    """Make extra deployments (own namespace: own limiter, pools, Supervisor) in the session's Ray, for
+    tests that need other limits or pool sizes; they are torn down after the test."""
+    from actors.deployment import deploy, teardown
+
+    made: list[Settings] = []
+
+    def make(**overrides: Any) -> Settings:
+        settings = stack.model_copy(update={"ray_namespace": f"cj-t{len(made)}-{secrets.token_hex(3)}", **overrides})
+        deploy(settings)
+        made.append(settings)
+        return settings
+
+    yield make
+    for settings in made:
+        teardown(settings)

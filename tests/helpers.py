@@ -61,3 +61,27 @@ def essays(n: int, prefix: str = "e", anchors: dict[str, str] | None = None) -> 
             e.update(is_anchor=True, known_grade=anchors[eid])
         out.append(e)
     return out
+
+
+def run_batches(settings: Settings, requests: list[dict[str, Any]], timeout_s: float = 240) -> list[BatchResult]:
+    """Submit every request at once, then wait for all of them."""
+    async def go() -> list[BatchResult]:
+        client = CJClient(settings)
+        try:
+            ids = await asyncio.gather(*(client.submit(r) for r in requests))
+            return list(await asyncio.gather(*(client.wait(b, timeout_s=timeout_s, poll_s=0.1) for b in ids)))
+        finally:
+            await client.close()
+
+    return asyncio.run(go())
+
+
+def max_in_window(times: list[float], window_s: float) -> int:
+    """Most arrivals in any window of `window_s` seconds."""
+    times = sorted(times)
+    best, lo = 0, 0
+    for hi, t in enumerate(times):
+        while t - times[lo] > window_s:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
