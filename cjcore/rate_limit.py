@@ -27,10 +27,10 @@ _HEADER_BUCKETS = {"requests": "requests", "input-tokens": "input_tokens", "outp
 # Anthropic adds a tool-use system prompt of ~346 tokens when tool_choice forces a tool (its docs' table).
 TOOL_USE_OVERHEAD_TOKENS = 346
 CHARS_PER_TOKEN = 3.5  # conservative: real tokenizers give ~4 chars/token for English prose
-# The buckets hold BURST_S seconds' worth, refilled at the full per-minute rate: sustained throughput is
-# the limit, but an idle pool never fires a minute's allowance at once. Anthropic may enforce 60 RPM as
-# one request a second, and sharp ramps meet separate acceleration limits.
-BURST_S = 1.0
+# Buckets hold a minute's worth, like the provider's. Until a response has told us the server's
+# `remaining`, we hold at most one second's worth: we do not know what else has drawn on the key, so we
+# do not burst blind (and sharp ramps meet the provider's acceleration limits).
+START_ALLOWANCE_S = 1.0
 
 
 def estimate_tokens(chars: int) -> int:
@@ -75,6 +75,7 @@ class PoolLimiter:
     paused_until: float = 0.0
     output_estimate: float = 256.0  # running mean of true output tokens
     learned: dict[str, int] = field(default_factory=dict)
+    synced: bool = False  # a `remaining` header has been seen
 
     def __post_init__(self) -> None:
         self.buckets = {name: _bucket(limit, self.now) for name, limit in self.limits.as_dict().items()
@@ -85,6 +86,9 @@ class PoolLimiter:
 
     def wait_for(self, input_tokens: int, now: float) -> float:
         """Seconds until a request of `input_tokens` may be sent (0.0: now)."""
+        if not self.synced:
+            for b in self.buckets.values():
+                b.level = min(b.available(now), b.refill_per_s * START_ALLOWANCE_S)
         need = self._need(input_tokens)
         waits = [b.wait_for(need[name], now) for name, b in self.buckets.items()]
         return max([self.paused_until - now, *waits, 0.0])
@@ -119,8 +123,10 @@ class PoolLimiter:
         """429/529 with retry-after: nobody in the pool sends until then."""
         self.paused_until = max(self.paused_until, now + seconds)
 
-    def observe(self, headers: Mapping[str, str], now: float) -> None:
-        """Learn limits and the server's remaining allowance from `anthropic-ratelimit-*` headers."""
+    def observe(self, headers: Mapping[str, str], now: float, in_flight: Mapping[str, float] | None = None) -> None:
+        """Learn limits and the server's level from `anthropic-ratelimit-*` headers. `in_flight` is what
+        we have granted and not yet heard back about, per bucket: the server will charge it too."""
+        in_flight = in_flight or {}
         for prefix, name in _HEADER_BUCKETS.items():
             limit = _int(headers.get(f"anthropic-ratelimit-{prefix}-limit"))
             remaining = _int(headers.get(f"anthropic-ratelimit-{prefix}-remaining"))
@@ -129,23 +135,25 @@ class PoolLimiter:
             b = self.buckets.get(name)
             if b is None:  # a limit we were not told about
                 b = self.buckets[name] = _bucket(limit, now)
-            if b.refill_per_s != limit / 60.0:
+            if b.capacity != limit:
                 b.available(now)
-                b.refill_per_s, b.capacity = limit / 60.0, limit / 60.0 * BURST_S
+                b.capacity, b.refill_per_s = float(limit), limit / 60.0
                 b.level = min(b.level, b.capacity)
                 self.learned[name] = limit
             if remaining is not None:
                 b.available(now)
-                b.level = min(b.level, float(remaining))
+                b.level = min(b.capacity, float(remaining) - in_flight.get(name, 0.0))
+                self.synced = True
 
     def snapshot(self, now: float) -> dict[str, dict[str, float]]:
-        return {name: {"limit_per_min": b.refill_per_s * 60, "available": round(b.available(now), 1)}
+        return {name: {"limit_per_min": b.capacity, "available": round(b.available(now), 1)}
                 for name, b in self.buckets.items()}
 
 
 def _bucket(limit_per_min: int, now: float) -> TokenBucket:
-    rate = limit_per_min / 60.0
-    return TokenBucket(capacity=rate * BURST_S, refill_per_s=rate, level=rate * BURST_S, updated_at=now)
+    b = TokenBucket.per_minute(limit_per_min, now)
+    b.level = b.refill_per_s * START_ALLOWANCE_S
+    return b
 
 
 def _int(value: str | None) -> int | None:

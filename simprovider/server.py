@@ -43,7 +43,7 @@ class SimConfig:
     invalid_rate: float = 0.0  # 400 invalid_request_error
     auth_error_rate: float = 0.0  # 401 authentication_error
     hang_s: float = 600.0  # how long a simulated timeout hangs before answering
-    start_full: bool = True  # False: buckets start empty (a sustained-rate benchmark without a burst)
+    initial_s: float = 60.0  # seconds' worth in each bucket at start: 60 is a full bucket (a rested key)
     min_cacheable_tokens: int = 1024
     seed: int | None = None
     truth: dict[str, float] = field(default_factory=dict)
@@ -88,6 +88,7 @@ class SimProvider:
 
     def reset_stats(self) -> None:
         self.arrivals: list[float] = []  # monotonic time of every request, for rate checks in tests
+        self.refusals: list[float] = []  # monotonic time of every 429
         self.stats: dict[str, Any] = {
             "requests": 0, "ok": 0, "rate_limited": 0, "overloaded": 0, "server_errors": 0, "malformed": 0,
             "timeouts": 0, "bad_requests": 0, "auth_errors": 0, "max_tokens": 0, "input_tokens": 0, "output_tokens": 0,
@@ -102,7 +103,8 @@ class SimProvider:
             return None
         b = self._buckets.get(name)
         if b is None or b.capacity != limit:
-            b = self._buckets[name] = TokenBucket.per_minute(limit, now, start_full=self.config.start_full)
+            b = self._buckets[name] = TokenBucket.per_minute(limit, now)
+            b.level = min(b.capacity, limit / 60.0 * self.config.initial_s)
         return b
 
     def _limit_headers(self, now: float) -> dict[str, str]:
@@ -184,6 +186,7 @@ class SimProvider:
         headers = {"request-id": request_id, **self._limit_headers(now)}
         if wait > 0:
             st["rate_limited"] += 1
+            self.refusals.append(now)
             headers["retry-after"] = str(max(1, math.ceil(wait)))
             return _error(429, "rate_limit_error", "Number of requests has exceeded your rate limit", headers)
 

@@ -75,13 +75,3 @@ def run_batches(settings: Settings, requests: list[dict[str, Any]], timeout_s: f
 
     return asyncio.run(go())
 
-
-def max_in_window(times: list[float], window_s: float) -> int:
-    """Most arrivals in any window of `window_s` seconds."""
-    times = sorted(times)
-    best, lo = 0, 0
-    for hi, t in enumerate(times):
-        while t - times[lo] > window_s:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best

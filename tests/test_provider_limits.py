@@ -10,11 +10,7 @@ import ray
 
 from actors import names
 from driver.api import CJClient
-from tests.helpers import essays, max_in_window, run_batch, run_batches, sql
-
-# A grant reaches the server after the worker sends it; with ~30 Ray processes on 2 cores that delay varies
-# by up to ~0.5 s, so windows of arrivals are allowed JITTER_S on top of the bucket's bound.
-JITTER_S = 0.5
+from tests.helpers import essays, run_batch, run_batches, sql
 
 
 def _limiter_stats(settings):
@@ -34,18 +30,15 @@ def _small_batches(n, prefix, size=5):
 def test_eight_workers_and_twenty_batches_stay_within_the_limit(deployment, sim):
     rpm = 1200  # 20 a second
     settings = deployment(workers=8, requests_per_minute=rpm)
-    sim.configure(rpm=rpm)
+    # The server runs the same bucket as ours, holding one second's worth at the start: every request
+    # beyond what the limit allows is refused with a 429, so no 429 means never over the limit.
+    sim.configure(rpm=rpm, initial_s=1.0)
     results = run_batches(settings, _small_batches(20, "w8"))
     assert all(r.state.value == "COMPLETED" for r in results)
     arrivals = sim.arrivals
-    assert len(arrivals) == 200 and sim.stats["rate_limited"] == 0
+    assert len(arrivals) == 200
+    assert sim.stats["rate_limited"] == 0
     span = arrivals[-1] - arrivals[0]
-    per_s = rpm / 60
-    # Never over: at most one second's burst, then the refill rate, in any window; arrivals at the
-    # server carry delivery jitter of up to JITTER_S after their grant.
-    for window_s in (1.0, 3.0, 10.0):
-        assert max_in_window(arrivals, window_s) <= per_s * (window_s + 1.0 + JITTER_S)
-    assert len(arrivals) <= per_s + per_s * span + 1
     # How close to the limit a saturated pool gets is measured by `launch.py bench ratelimit`; here the
     # twenty coordinators start one after another on two cores, so the pool is not always saturated.
     print(f"\n8 workers, 20 batches: {len(arrivals)} requests in {span:.1f}s "
@@ -55,14 +48,18 @@ def test_eight_workers_and_twenty_batches_stay_within_the_limit(deployment, sim)
 def test_limits_learned_when_configured_2x_too_high_and_retry_after_honoured(deployment, sim):
     real = 1200
     settings = deployment(requests_per_minute=2 * real)
-    sim.configure(rpm=real, start_full=False)  # the server's bucket starts empty: the first wave meets 429s
+    sim.configure(rpm=real, initial_s=0.0)  # the server's bucket starts empty: our first wave meets 429s
     results = run_batches(settings, _small_batches(4, "hi", size=8))
     assert all(r.state.value == "COMPLETED" for r in results)
     assert _learned(settings).get("requests") == real
     limited = sim.stats["rate_limited"]
     first_wave = 2 * real / 60 + 1  # our one-second start allowance at the configured rate
-    print(f"\nconfigured {2 * real}/min, server {real}/min: {limited} × 429 of {sim.stats['requests']}")
-    assert limited <= first_wave
+    refusals = sim.refusals
+    print(f"\nconfigured {2 * real}/min, server {real}/min: {limited} × 429 of {sim.stats['requests']}, "
+          f"all within {refusals[-1] - refusals[0] if refusals else 0:.2f}s")
+    assert 0 < limited <= first_wave
+    # After the first 429s the pool waits out retry-after and follows the server: no more refusals.
+    assert not refusals or refusals[-1] - refusals[0] < 1.0
     rows = sql(settings, "SELECT count(*) FROM cj_comparison_pairs WHERE error_code = 'RATE_LIMIT' "
                          "AND http_status = 429 AND batch_id = ANY(:b)", b=[r.batch_id for r in results])
     assert rows[0][0] == limited  # each 429 lands as one RATE_LIMIT result
@@ -71,7 +68,7 @@ def test_limits_learned_when_configured_2x_too_high_and_retry_after_honoured(dep
 def test_limits_learned_when_configured_2x_too_low(deployment, sim):
     real = 1200
     settings = deployment(requests_per_minute=real // 2)
-    sim.configure(rpm=real)
+    sim.configure(rpm=real, initial_s=1.0)  # a busy key: no burst to hide the sustained rate
     run_batches(settings, _small_batches(4, "lo", size=11))
     assert _learned(settings).get("requests") == real
     arrivals = sim.arrivals
@@ -79,12 +76,12 @@ def test_limits_learned_when_configured_2x_too_low(deployment, sim):
     rate = (len(second_half) - 1) / (second_half[-1] - second_half[0])
     print(f"\nconfigured {real // 2}/min, learned {real}/min, achieved {rate * 60:.0f}/min")
     assert sim.stats["rate_limited"] == 0
-    assert rate > 0.75 * real / 60  # well above the configured 10/s
+    assert rate > 0.75 * real / 60  # well above the configured 10/s, the most it could do unlearned
 
 
 def test_each_injected_fault_lands_with_its_error_type_and_status(deployment, sim):
     settings = deployment(requests_per_minute=2400)
-    sim.configure(rpm=1200, start_full=False, error_rate=0.08, overload_rate=0.08, timeout_rate=0.04, hang_s=6.0,
+    sim.configure(rpm=1200, initial_s=1.0, error_rate=0.08, overload_rate=0.08, timeout_rate=0.04, hang_s=6.0,
                   malformed_rate=0.08, max_tokens_rate=0.08, invalid_rate=0.08, auth_error_rate=0.08)
     results = run_batches(settings, [{"essays": essays(20, f"fault{i}-"), "max_comparisons": 120} for i in range(2)])
     rows = dict(((code, status), n) for code, status, n in sql(settings, """
@@ -105,7 +102,7 @@ def test_each_injected_fault_lands_with_its_error_type_and_status(deployment, si
 def test_a_small_batch_is_not_starved_by_large_ones_saturating_the_limit(deployment, sim):
     rpm = 300  # 5 a second: the large batches' backlog outlasts the small batch's coordinator start
     settings = deployment(requests_per_minute=rpm)
-    sim.configure(rpm=rpm)
+    sim.configure(rpm=rpm, initial_s=1.0)  # a busy key: the large batches saturate it
 
     async def go():
         client = CJClient(settings)

@@ -12,15 +12,20 @@ def _drain(limiter, now, tokens=100):
     return granted
 
 
-def test_holds_one_seconds_worth_and_refills_at_the_limit():
+def test_holds_one_seconds_worth_until_the_server_has_told_its_remaining():
     lim = PoolLimiter(Limits(600, 10_000_000), now=0.0)
     assert _drain(lim, 0.0) == 10  # 600/min = 10/s
     assert lim.try_acquire(100, 0.0)[0] == pytest.approx(0.1)
-    assert _drain(lim, 300.0) == 10  # an idle pool does not save up a minute's burst
+    assert _drain(lim, 300.0) == 10  # idle, but blind: still one second's worth
+    lim.observe({"anthropic-ratelimit-requests-limit": "600", "anthropic-ratelimit-requests-remaining": "590"},
+                300.0, in_flight={"requests": 4})
+    assert _drain(lim, 300.0) == 586  # the server's level, less what it has yet to see from us
+    assert _drain(lim, 360.0) == 600  # a minute's capacity, like the provider's bucket
 
 
 def test_sixty_seconds_never_grant_more_than_the_limit_plus_the_start_allowance():
     lim = PoolLimiter(Limits(600, 10_000_000), now=0.0)
+    lim.synced = True
     granted, t = 0, 0.0
     while t < 60.0:
         wait, grant = lim.try_acquire(100, t)
@@ -72,13 +77,13 @@ def test_limits_are_learned_from_headers_when_configured_wrong_by_2x(real):
     assert real - 1 <= granted <= real + real / 60 + 1
 
 
-def test_the_servers_remaining_lowers_our_level_but_never_raises_it():
+def test_our_level_follows_the_servers_remaining_less_our_requests_in_flight():
     lim = PoolLimiter(Limits(600, 10_000_000), now=0.0)
     lim.observe({"anthropic-ratelimit-requests-limit": "600", "anthropic-ratelimit-requests-remaining": "3"}, 0.0)
     assert _drain(lim, 0.0) == 3
-    lim.observe({"anthropic-ratelimit-requests-limit": "600", "anthropic-ratelimit-requests-remaining": "500"}, 0.0)
-    assert _drain(lim, 0.0) == 0
-    assert _drain(lim, 1.0) == 10
+    lim.observe({"anthropic-ratelimit-requests-limit": "600", "anthropic-ratelimit-requests-remaining": "50"}, 0.0,
+                in_flight={"requests": 45})
+    assert _drain(lim, 0.0) == 5
 
 
 def test_output_tokens_bucket_uses_a_running_estimate_of_real_answers():
