@@ -18,7 +18,6 @@ class RateLimiter:
         self._default = limits
         self._pools: dict[str, PoolLimiter] = {}  # per (key fingerprint, model)
         self._lock: dict[str, asyncio.Lock] = {}
-        self._in_flight: dict[str, dict[str, float]] = {}  # granted, not yet reported: the server will charge it
         self.granted = 0
         self.waited_s = 0.0
 
@@ -26,7 +25,6 @@ class RateLimiter:
         if key not in self._pools:
             self._pools[key] = PoolLimiter(self._default, time.monotonic())
             self._lock[key] = asyncio.Lock()
-            self._in_flight[key] = {"requests": 0.0, "input_tokens": 0.0, "output_tokens": 0.0}
         return self._pools[key]
 
     async def acquire(self, key: str, input_tokens: int) -> tuple[Grant, float]:
@@ -40,7 +38,6 @@ class RateLimiter:
                     break
                 await asyncio.sleep(wait)
         waited = time.monotonic() - started
-        self._track(key, grant, +1)
         self.granted += 1
         self.waited_s += waited
         return grant, waited
@@ -52,20 +49,13 @@ class RateLimiter:
         """After a call: true usage (None if the request was refused), headers, and any retry-after."""
         pool = self._pool(key)
         now = time.monotonic()
-        self._track(key, grant, -1)
         if usage is None:
             pool.release(grant, now)
         else:
             pool.settle(grant, usage[0], usage[1], now)
-        pool.observe(headers, now, self._in_flight[key])
+        pool.observe(headers, now, grant)
         if retry_after_s is not None:
             pool.pause(retry_after_s, now)
-
-    def _track(self, key: str, grant: Grant, sign: int) -> None:
-        flight = self._in_flight[key]
-        flight["requests"] += sign
-        flight["input_tokens"] += sign * grant.input_tokens
-        flight["output_tokens"] += sign * grant.output_tokens
 
     async def stats(self) -> dict[str, object]:
         now = time.monotonic()

@@ -26,7 +26,8 @@ _HEADER_BUCKETS = {"requests": "requests", "input-tokens": "input_tokens", "outp
 
 # Anthropic adds a tool-use system prompt of ~346 tokens when tool_choice forces a tool (its docs' table).
 TOOL_USE_OVERHEAD_TOKENS = 346
-CHARS_PER_TOKEN = 3.5  # conservative: real tokenizers give ~4 chars/token for English prose
+CHARS_PER_TOKEN = 3.5  # a first guess; the true ratio is learned from usage (PoolLimiter.input_ratio)
+INPUT_MARGIN = 1.02  # learned estimates are means: keep 2% headroom
 # Buckets hold a minute's worth, like the provider's. Until a response has told us the server's
 # `remaining`, we hold at most one second's worth: we do not know what else has drawn on the key, so we
 # do not burst blind (and sharp ramps meet the provider's acceleration limits).
@@ -63,8 +64,11 @@ def check_limits(limits: Limits, *, real_provider: bool) -> list[str]:
 
 @dataclass(slots=True)
 class Grant:
-    input_tokens: int
-    output_tokens: int
+    input_tokens: int  # charged to the input bucket
+    output_tokens: int  # charged to the output bucket
+    raw_input_estimate: int = 0  # the estimate from the prompt, before the learned ratio
+    granted_at: float = 0.0
+    totals_after: dict[str, float] = field(default_factory=dict)  # pool's granted totals, this grant included
 
 
 @dataclass(slots=True)
@@ -74,15 +78,19 @@ class PoolLimiter:
     buckets: dict[str, TokenBucket] = field(init=False)
     paused_until: float = 0.0
     output_estimate: float = 256.0  # running mean of true output tokens
+    input_ratio: float = 1.0  # running mean of true / estimated input tokens (the tokenizer's chars per token)
     learned: dict[str, int] = field(default_factory=dict)
     synced: bool = False  # a `remaining` header has been seen
+    granted_total: dict[str, float] = field(default_factory=lambda: {"requests": 0.0, "input_tokens": 0.0,
+                                                                      "output_tokens": 0.0})
 
     def __post_init__(self) -> None:
         self.buckets = {name: _bucket(limit, self.now) for name, limit in self.limits.as_dict().items()
                         if limit is not None}
 
     def _need(self, input_tokens: int) -> dict[str, float]:
-        return {"requests": 1.0, "input_tokens": float(input_tokens), "output_tokens": self.output_estimate}
+        scaled = input_tokens * self.input_ratio * INPUT_MARGIN
+        return {"requests": 1.0, "input_tokens": scaled, "output_tokens": self.output_estimate}
 
     def wait_for(self, input_tokens: int, now: float) -> float:
         """Seconds until a request of `input_tokens` may be sent (0.0: now)."""
@@ -100,7 +108,10 @@ class PoolLimiter:
         need = self._need(input_tokens)
         for name, b in self.buckets.items():
             b.try_take(need[name], now)
-        return 0.0, Grant(input_tokens, math.ceil(self.output_estimate))
+        for name in self.granted_total:
+            self.granted_total[name] += need[name]
+        return 0.0, Grant(math.ceil(need["input_tokens"]), math.ceil(self.output_estimate), input_tokens, now,
+                          dict(self.granted_total))
 
     def settle(self, grant: Grant, input_tokens: int, output_tokens: int, now: float) -> None:
         """Replace a grant's estimates with the true usage (refund or charge the difference)."""
@@ -110,7 +121,12 @@ class PoolLimiter:
             if b is not None:
                 b.available(now)
                 b.level = min(b.capacity, b.level + estimated - actual)  # may go below 0: a debt to refill
+        if output_tokens <= 0:  # no answer (refused or failed): nothing to learn from
+            return
         self.output_estimate = 0.9 * self.output_estimate + 0.1 * output_tokens
+        if grant.raw_input_estimate > 0 and input_tokens > 0:
+            ratio = min(2.0, max(0.5, input_tokens / grant.raw_input_estimate))
+            self.input_ratio = 0.9 * self.input_ratio + 0.1 * ratio
 
     def release(self, grant: Grant, now: float) -> None:
         """A granted request was never sent: give its estimates back."""
@@ -123,10 +139,10 @@ class PoolLimiter:
         """429/529 with retry-after: nobody in the pool sends until then."""
         self.paused_until = max(self.paused_until, now + seconds)
 
-    def observe(self, headers: Mapping[str, str], now: float, in_flight: Mapping[str, float] | None = None) -> None:
-        """Learn limits and the server's level from `anthropic-ratelimit-*` headers. `in_flight` is what
-        we have granted and not yet heard back about, per bucket: the server will charge it too."""
-        in_flight = in_flight or {}
+    def observe(self, headers: Mapping[str, str], now: float, grant: Grant | None = None) -> None:
+        """Learn limits and the server's level from the `anthropic-ratelimit-*` headers of the answer to
+        `grant`. The server computed `remaining` when it admitted that request; since then it has refilled
+        for (at most) the time since our grant and will charge what we granted after it."""
         for prefix, name in _HEADER_BUCKETS.items():
             limit = _int(headers.get(f"anthropic-ratelimit-{prefix}-limit"))
             remaining = _int(headers.get(f"anthropic-ratelimit-{prefix}-remaining"))
@@ -142,8 +158,15 @@ class PoolLimiter:
                 self.learned[name] = limit
             if remaining is not None:
                 b.available(now)
-                b.level = min(b.capacity, float(remaining) - in_flight.get(name, 0.0))
-                self.synced = True
+                server = float(remaining)
+                if grant is not None:
+                    later = self.granted_total[name] - grant.totals_after.get(name, self.granted_total[name])
+                    server += b.refill_per_s * max(0.0, now - grant.granted_at) - later
+                # Raise our level to the server's only at the first sync (a rested key's full bucket);
+                # after that the server's view may only lower ours (another client on the same key).
+                b.level = min(b.capacity, server) if not self.synced else min(b.level, server)
+        if any(_int(headers.get(f"anthropic-ratelimit-{p}-remaining")) is not None for p in _HEADER_BUCKETS):
+            self.synced = True
 
     def snapshot(self, now: float) -> dict[str, dict[str, float]]:
         return {name: {"limit_per_min": b.capacity, "available": round(b.available(now), 1)}

@@ -289,9 +289,10 @@ def cmd_sim_provider(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
-    from driver.bench import run_bench
+    from driver.bench import run_bench, run_ratelimit_bench
 
-    report = run_bench(args, settings, local_stack)
+    run = run_ratelimit_bench if args.what == "ratelimit" else run_bench
+    report = run(args, settings, local_stack)
     print(json.dumps(report, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in report.items()))
     return 0
 
@@ -368,9 +369,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=None)
     sp.set_defaults(func=cmd_sim_provider)
 
-    b = sub.add_parser("bench", help="performance figures")
-    b.add_argument("what", nargs="?", default="e2e", choices=["e2e"])
-    b.add_argument("--runs", type=int, default=3)
+    b = sub.add_parser("bench", help="performance figures: e2e (default) or ratelimit")
+    b.add_argument("what", nargs="?", default="e2e", choices=["e2e", "ratelimit"])
+    b.add_argument("--runs", type=int, default=3, help="e2e: timed runs after a warm-up")
+    b.add_argument("--rpm", type=int, default=600, help="ratelimit: the server's requests/min")
+    b.add_argument("--tpm", type=int, default=200_000, help="ratelimit: the server's input tokens/min")
+    b.add_argument("--requests", type=int, default=400, help="ratelimit: the fixed workload")
+    b.add_argument("--batches", type=int, default=4, help="ratelimit: batches the workload is split into")
+    b.add_argument("--latency-ms", type=float, default=200.0, help="ratelimit: simulated response latency")
+    b.add_argument("--concurrency", type=int, default=16, help="ratelimit: the baseline's semaphore")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
     return p

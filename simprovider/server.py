@@ -25,6 +25,9 @@ from simprovider.judge import Judge, text_sha256
 
 CHARS_PER_TOKEN = 4
 CACHE_TTL_S = 300.0
+# The shortest prefix each model caches (Anthropic's docs); others default to 1,024.
+MIN_CACHEABLE_TOKENS = {"claude-haiku-4-5": 4096, "claude-opus-4-5": 4096, "claude-opus-4-6": 4096,
+                        "claude-haiku-3-5": 2048}
 
 
 @dataclass
@@ -44,7 +47,7 @@ class SimConfig:
     auth_error_rate: float = 0.0  # 401 authentication_error
     hang_s: float = 600.0  # how long a simulated timeout hangs before answering
     initial_s: float = 60.0  # seconds' worth in each bucket at start: 60 is a full bucket (a rested key)
-    min_cacheable_tokens: int = 1024
+    min_cacheable_tokens: int | None = None  # None: the model's own minimum (MIN_CACHEABLE_TOKENS)
     seed: int | None = None
     truth: dict[str, float] = field(default_factory=dict)
 
@@ -89,10 +92,12 @@ class SimProvider:
     def reset_stats(self) -> None:
         self.arrivals: list[float] = []  # monotonic time of every request, for rate checks in tests
         self.refusals: list[float] = []  # monotonic time of every 429
+        self.admissions: list[tuple[float, int]] = []  # (monotonic time, input tokens charged) of each admitted
         self.stats: dict[str, Any] = {
             "requests": 0, "ok": 0, "rate_limited": 0, "overloaded": 0, "server_errors": 0, "malformed": 0,
             "timeouts": 0, "bad_requests": 0, "auth_errors": 0, "max_tokens": 0, "input_tokens": 0, "output_tokens": 0,
             "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0, "a_wins": 0, "b_wins": 0,
+            "charged_input_tokens": 0,  # what the input tokens/min bucket was charged
             "first_request_at": None, "last_request_at": None,
         }
 
@@ -180,9 +185,11 @@ class SimProvider:
         # Prompt caching, accounted like the real API: the marked prefix is written once, then read;
         # cache reads do not count towards input tokens/min, cache writes do.
         cache_key = text_sha256(model + "\x00" + system_text)
-        cacheable = cached_prefix and system_tokens >= cfg.min_cacheable_tokens
+        minimum = cfg.min_cacheable_tokens or MIN_CACHEABLE_TOKENS.get(model, 1024)
+        cacheable = cached_prefix and system_tokens >= minimum
         cache_hit = cacheable and self._cache.get(cache_key, 0.0) > now
-        wait = self._admit(input_tokens - (system_tokens if cache_hit else 0), now)
+        charge = input_tokens - (system_tokens if cache_hit else 0)
+        wait = self._admit(charge, now)
         headers = {"request-id": request_id, **self._limit_headers(now)}
         if wait > 0:
             st["rate_limited"] += 1
@@ -190,6 +197,8 @@ class SimProvider:
             headers["retry-after"] = str(max(1, math.ceil(wait)))
             return _error(429, "rate_limit_error", "Number of requests has exceeded your rate limit", headers)
 
+        st["charged_input_tokens"] += charge
+        self.admissions.append((now, charge))
         roll = self._rng.random()
         if roll < cfg.auth_error_rate:
             st["auth_errors"] += 1

@@ -16,10 +16,13 @@ def test_holds_one_seconds_worth_until_the_server_has_told_its_remaining():
     lim = PoolLimiter(Limits(600, 10_000_000), now=0.0)
     assert _drain(lim, 0.0) == 10  # 600/min = 10/s
     assert lim.try_acquire(100, 0.0)[0] == pytest.approx(0.1)
-    assert _drain(lim, 300.0) == 10  # idle, but blind: still one second's worth
+    assert lim.buckets["requests"].available(300.0) == 10  # idle, but blind: still one second's worth
+    grants = [lim.try_acquire(10, 300.0)[1] for _ in range(5)]
+    # The answer to the first of five requests granted at t=300, received at t=300.5: the server has
+    # refilled 5 since, and will charge the 4 we granted after it.
     lim.observe({"anthropic-ratelimit-requests-limit": "600", "anthropic-ratelimit-requests-remaining": "590"},
-                300.0, in_flight={"requests": 4})
-    assert _drain(lim, 300.0) == 586  # the server's level, less what it has yet to see from us
+                300.5, grants[0])
+    assert _drain(lim, 300.5) == 591
     assert _drain(lim, 360.0) == 600  # a minute's capacity, like the provider's bucket
 
 
@@ -38,19 +41,30 @@ def test_sixty_seconds_never_grant_more_than_the_limit_plus_the_start_allowance(
 
 def test_input_tokens_bind_when_prompts_are_long():
     lim = PoolLimiter(Limits(4000, 60_000), now=0.0)  # 1,000 input tokens a second
-    assert _drain(lim, 0.0, tokens=500) == 2
-    assert lim.wait_for(500, 0.0) == pytest.approx(0.5)
+    assert _drain(lim, 0.0, tokens=490) == 2  # 490 × 1.02 margin = 500
+    assert lim.wait_for(490, 0.0) == pytest.approx(0.5, abs=0.01)
 
 
 def test_settle_refunds_an_overestimate_and_charges_an_underestimate():
     lim = PoolLimiter(Limits(4000, 60_000), now=0.0)
     _, grant = lim.try_acquire(800, 0.0)
-    assert lim.buckets["input_tokens"].level == pytest.approx(200)
+    assert grant.input_tokens == 816  # 2% margin
+    assert lim.buckets["input_tokens"].level == pytest.approx(184)
     lim.settle(grant, 300, 50, 0.0)
     assert lim.buckets["input_tokens"].level == pytest.approx(700)
+    lim.input_ratio = 1.0
     _, grant = lim.try_acquire(100, 0.0)
     lim.settle(grant, 900, 50, 0.0)  # the answer used more than estimated: a debt
     assert lim.buckets["input_tokens"].level == pytest.approx(-200)
+
+
+def test_the_tokenizer_ratio_is_learned_from_true_usage():
+    lim = PoolLimiter(Limits(4000, 6_000_000), now=0.0)
+    for _ in range(60):
+        _, grant = lim.try_acquire(1000, 0.0)
+        lim.settle(grant, 800, 50, 0.0)  # the prompt estimate is 25% high
+    assert lim.input_ratio == pytest.approx(0.8, abs=0.01)
+    assert lim.try_acquire(1000, 0.0)[1].input_tokens == pytest.approx(816, abs=2)
 
 
 def test_a_retry_after_pauses_the_whole_pool():
@@ -77,13 +91,18 @@ def test_limits_are_learned_from_headers_when_configured_wrong_by_2x(real):
     assert real - 1 <= granted <= real + real / 60 + 1
 
 
-def test_our_level_follows_the_servers_remaining_less_our_requests_in_flight():
+def test_after_the_first_sync_the_servers_remaining_only_lowers_our_level():
     lim = PoolLimiter(Limits(600, 10_000_000), now=0.0)
-    lim.observe({"anthropic-ratelimit-requests-limit": "600", "anthropic-ratelimit-requests-remaining": "3"}, 0.0)
-    assert _drain(lim, 0.0) == 3
-    lim.observe({"anthropic-ratelimit-requests-limit": "600", "anthropic-ratelimit-requests-remaining": "50"}, 0.0,
-                in_flight={"requests": 45})
-    assert _drain(lim, 0.0) == 5
+    lim.observe({"anthropic-ratelimit-requests-limit": "600", "anthropic-ratelimit-requests-remaining": "30"}, 0.0)
+    assert _drain(lim, 0.0) == 30
+    lim.observe({"anthropic-ratelimit-requests-limit": "600", "anthropic-ratelimit-requests-remaining": "50"}, 0.0)
+    assert _drain(lim, 0.0) == 0  # a higher remaining does not raise us again
+    # Someone else drew on the key: the server had nothing left when it admitted our request.
+    _, grant = lim.try_acquire(10, 1.0)
+    lim.try_acquire(10, 1.0)
+    lim.observe({"anthropic-ratelimit-requests-limit": "600", "anthropic-ratelimit-requests-remaining": "0"}, 1.2,
+                grant)
+    assert _drain(lim, 1.2) == 1  # the server's 0, + 2 refilled since, − 1 we granted after it
 
 
 def test_output_tokens_bucket_uses_a_running_estimate_of_real_answers():
