@@ -146,14 +146,17 @@ def test_prompt_caching_shows_in_cost(stack, sim):
     rubric = "Assessment criteria. " + " ".join(
         f"Band {b}: the writing shows {q} control of argument, structure, vocabulary and accuracy."
         for b, q in zip("FEDCBA", ["no", "little", "some", "sound", "secure", "assured"], strict=True)
-    ) * 8  # well over the 1,024-token minimum a prefix needs to be cached
-    result = run_batch(stack, {"essays": essays(6, "cache"), "max_comparisons": 15, "instructions": rubric})
+    ) * 8  # ~1,400 tokens with the tool definition: over Sonnet 4.5's 1,024-token minimum for caching
+    result = run_batch(stack, {"essays": essays(6, "cache"), "max_comparisons": 15, "instructions": rubric,
+                               "llm": {"model": "claude-sonnet-4-5", "max_tokens": 512}})
     c = result.cost
     assert c.cache_write_tokens > 0 and c.cache_read_tokens > c.cache_write_tokens
     from cjcore.settings import DEFAULT_PRICES
 
-    price = DEFAULT_PRICES["claude-haiku-4-5"]
+    price = DEFAULT_PRICES["claude-sonnet-4-5"]
     uncached = ((c.input_tokens + c.cache_read_tokens + c.cache_write_tokens) * price.input
                 + c.output_tokens * price.output) / 1e6
     print(f"\ncost with caching ${c.usd:.5f} vs ${uncached:.5f} uncached")
     assert c.usd < 0.6 * uncached
+    haiku = run_batch(stack, {"essays": essays(6, "nocache"), "max_comparisons": 15, "instructions": rubric})
+    assert haiku.cost.cache_read_tokens == 0  # Haiku 4.5 caches only prefixes of 4,096 tokens or more

@@ -16,14 +16,15 @@ def test_holds_one_seconds_worth_until_the_server_has_told_its_remaining():
     lim = PoolLimiter(Limits(600, 10_000_000), now=0.0)
     assert _drain(lim, 0.0) == 10  # 600/min = 10/s
     assert lim.try_acquire(100, 0.0)[0] == pytest.approx(0.1)
-    assert lim.buckets["requests"].available(300.0) == 10  # idle, but blind: still one second's worth
+    assert lim.wait_for(10, 300.0) == 0.0
+    assert lim.buckets["requests"].level == 10  # idle, but blind: still one second's worth
     grants = [lim.try_acquire(10, 300.0)[1] for _ in range(5)]
     # The answer to the first of five requests granted at t=300, received at t=300.5: the server has
     # refilled 5 since, and will charge the 4 we granted after it.
     lim.observe({"anthropic-ratelimit-requests-limit": "600", "anthropic-ratelimit-requests-remaining": "590"},
                 300.5, grants[0])
     assert _drain(lim, 300.5) == 591
-    assert _drain(lim, 360.0) == 600  # a minute's capacity, like the provider's bucket
+    assert _drain(lim, 361.0) == 600  # a minute's capacity (not more), like the provider's bucket
 
 
 def test_sixty_seconds_never_grant_more_than_the_limit_plus_the_start_allowance():
