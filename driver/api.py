@@ -1,8 +1,8 @@
 """The Python API: submit a batch, wait for it, read its status and result, cancel it.
 
-    client = CJClient(settings)            # settings with database_url resolved (driver.runtime)
-    batch_id = await client.submit(request_dict)
-    result = await client.wait(batch_id, timeout_s=600)
+    async with CJClient(settings) as client:      # settings with database_url resolved (driver.runtime)
+        batch_id = await client.submit(request_dict)
+        result = await client.wait(batch_id, timeout_s=600)
 
 Bad input raises InvalidRequest (naming the field) before anything is stored.
 """
@@ -52,6 +52,12 @@ class CJClient:
 
     async def close(self) -> None:
         await self._engine.dispose()
+
+    async def __aenter__(self) -> CJClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     async def submit(self, data: dict[str, Any] | BatchRequest) -> str:
         request = data if isinstance(data, BatchRequest) else parse_batch_request(data)

@@ -38,12 +38,9 @@ def run_bench(args: argparse.Namespace, settings: Settings, local_stack: Any) ->
     settings = settings.model_copy(update={"score_stability_threshold": 1e-9})  # spend the whole budget
     with local_stack(settings, SimConfig(truth=eng5_truth(), noise=0.5, seed=1)) as (settings, _):
         async def run() -> list[dict[str, float]]:
-            client = CJClient(settings)
-            try:
+            async with CJClient(settings) as client:
                 await _one(client, request)  # warm-up: actor processes, connections
                 return [await _one(client, request) for _ in range(args.runs)]
-            finally:
-                await client.close()
 
         runs = asyncio.run(run())
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
@@ -148,8 +145,7 @@ def run_ratelimit_bench(args: argparse.Namespace, settings: Settings, local_stac
                        llm={"model": BENCH_MODEL, "max_tokens": 512})
 
         async def system() -> tuple[float, int, dict[str, int]]:
-            client = CJClient(settings)
-            try:
+            async with CJClient(settings) as client:
                 started = time.monotonic()
                 ids = await asyncio.gather(*(client.submit(dict(request)) for _ in range(n_batches)))
                 results = await asyncio.gather(*(client.wait(b, poll_s=0.2) for b in ids))
@@ -161,8 +157,6 @@ def run_ratelimit_bench(args: argparse.Namespace, settings: Settings, local_stac
                     for code, n in (await client.repo.inspect(b))["errors_by_code"].items():
                         errors[code] = errors.get(code, 0) + n
                 return wall, sum(r.counters.failed for r in results), errors
-            finally:
-                await client.close()
 
         sim.configure()  # fresh buckets
         sim.reset_stats()

@@ -100,14 +100,11 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         render.err_console.print("starting PostgreSQL, Ray and the simulated judge…")
     with local_stack(settings, sim) as (settings, _):
         async def run() -> BatchResult:
-            client = CJClient(settings)
             progress, update = _progress_printer(args.json)
-            try:
+            async with CJClient(settings) as client:
                 with progress:
                     batch_id = await client.submit(eng5_request())
                     return await client.wait(batch_id, timeout_s=args.timeout, progress=update)
-            finally:
-                await client.close()
 
         result = asyncio.run(run())
     _print_result(result, args.json)
@@ -128,8 +125,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     init_ray(settings, local=False)
 
     async def run() -> int:
-        client = CJClient(settings)
-        try:
+        async with CJClient(settings) as client:
             batch_id = await client.submit(request)
             if not args.wait:
                 print(json.dumps({"batch_id": batch_id}) if args.json else batch_id)
@@ -139,8 +135,6 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
                 result = await client.wait(batch_id, timeout_s=args.timeout, progress=update)
             _print_result(result, args.json)
             return 0 if result.state is BatchState.COMPLETED else 1
-        finally:
-            await client.close()
 
     return asyncio.run(run())
 
@@ -151,8 +145,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     settings = deployment_settings(settings)
 
     async def run() -> int:
-        client = CJClient(settings)
-        try:
+        async with CJClient(settings) as client:
             if args.id and args.watch:
                 progress, update = _progress_printer(False)
                 with progress:
@@ -165,8 +158,6 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             else:
                 render.health_table(rows)
             return 0
-        finally:
-            await client.close()
 
     return asyncio.run(run())
 
@@ -178,16 +169,13 @@ def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
     init_ray(settings, local=False)
 
     async def run() -> int:
-        client = CJClient(settings)
-        try:
+        async with CJClient(settings) as client:
             state = await client.cancel(args.id)
             if state in TERMINAL_STATES:
                 print(f"batch {args.id}: already {state.value}; nothing to cancel")
             else:
                 print(f"batch {args.id}: cancel requested; in-flight results will land, then CANCELLED")
             return 0
-        finally:
-            await client.close()
 
     return asyncio.run(run())
 
@@ -200,11 +188,8 @@ def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
         init_ray(settings, local=False)
 
     async def run() -> int:
-        client = CJClient(settings)
-        try:
+        async with CJClient(settings) as client:
             report = await client.inspect(args.id)
-        finally:
-            await client.close()
         if args.json:
             print(json.dumps(report, default=str, indent=2))
         else:

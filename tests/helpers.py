@@ -16,12 +16,9 @@ from storage.repository import Repository
 
 def run_batch(settings: Settings, request: dict[str, Any], timeout_s: float = 180) -> BatchResult:
     async def go() -> BatchResult:
-        client = CJClient(settings)
-        try:
+        async with CJClient(settings) as client:
             batch_id = await client.submit(request)
             return await client.wait(batch_id, timeout_s=timeout_s, poll_s=0.05)
-        finally:
-            await client.close()
 
     return asyncio.run(go())
 
@@ -66,12 +63,9 @@ def essays(n: int, prefix: str = "e", anchors: dict[str, str] | None = None) -> 
 def run_batches(settings: Settings, requests: list[dict[str, Any]], timeout_s: float = 240) -> list[BatchResult]:
     """Submit every request at once, then wait for all of them."""
     async def go() -> list[BatchResult]:
-        client = CJClient(settings)
-        try:
+        async with CJClient(settings) as client:
             ids = await asyncio.gather(*(client.submit(r) for r in requests))
             return list(await asyncio.gather(*(client.wait(b, timeout_s=timeout_s, poll_s=0.1) for b in ids)))
-        finally:
-            await client.close()
 
     return asyncio.run(go())
 

@@ -105,8 +105,7 @@ def test_a_small_batch_is_not_starved_by_large_ones_saturating_the_limit(deploym
     sim.configure(rpm=rpm, initial_s=1.0)  # a busy key: the large batches saturate it
 
     async def go():
-        client = CJClient(settings)
-        try:
+        async with CJClient(settings) as client:
             large = [await client.submit({"essays": essays(40, f"big{i}-"), "max_comparisons": 40}) for i in range(2)]
             while True:  # the large batches' first rounds are committed and queued
                 counts = [(await client.status(b))[1].submitted for b in large]
@@ -118,8 +117,6 @@ def test_a_small_batch_is_not_starved_by_large_ones_saturating_the_limit(deploym
             for b in large:
                 await client.wait(b, timeout_s=120)
             return large, small
-        finally:
-            await client.close()
 
     started = time.monotonic()
     large, small = asyncio.run(go())

@@ -17,22 +17,16 @@ from tests.helpers import essays, repo_call, run_batch, sql
 
 def _submit(settings, request) -> str:
     async def go() -> str:
-        client = CJClient(settings)
-        try:
+        async with CJClient(settings) as client:
             return await client.submit(request)
-        finally:
-            await client.close()
 
     return asyncio.run(go())
 
 
 def _wait(settings, batch_id, timeout_s=120):
     async def go():
-        client = CJClient(settings)
-        try:
+        async with CJClient(settings) as client:
             return await client.wait(batch_id, timeout_s=timeout_s, poll_s=0.05)
-        finally:
-            await client.close()
 
     return asyncio.run(go())
 
@@ -98,11 +92,8 @@ def test_cancel_mid_round_ends_cancelled_with_one_event(stack, sim):
     _wait_until(lambda: len(_in_flight(stack, batch_id)) > 0, what="a round in flight")
 
     async def cancel():
-        client = CJClient(stack)
-        try:
+        async with CJClient(stack) as client:
             return await client.cancel(batch_id)
-        finally:
-            await client.close()
 
     asyncio.run(cancel())
     result = _wait(stack, batch_id)
