@@ -35,7 +35,10 @@ def run_bench(args: argparse.Namespace, settings: Settings, local_stack: Any) ->
 
     request = eng5_request()
     request.update(max_comparisons=100, completion_threshold_pct=100, pair_generation_seed=1)
-    settings = settings.model_copy(update={"score_stability_threshold": 1e-9})  # spend the whole budget
+    # Spend the whole budget; the simulated judge has no rate limit here, so neither does the pool: this
+    # measures the orchestration, not the limiter.
+    settings = settings.model_copy(update={"score_stability_threshold": 1e-9, "requests_per_minute": 10**7,
+                                           "tokens_per_minute": 10**10})
     with local_stack(settings, SimConfig(truth=eng5_truth(), noise=0.5, seed=1)) as (settings, _):
         async def run() -> list[dict[str, float]]:
             async with CJClient(settings) as client:
