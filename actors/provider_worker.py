@@ -76,9 +76,6 @@ class ResultSender:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    def forget(self, batch_id: str) -> None:
-        self._handles.pop(batch_id, None)
-
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
 class ProviderWorker:

@@ -21,6 +21,3 @@ class ScoringActor:
 
     def fit(self, essay_ids: list[str], comparisons: list[Comparison], alpha: float) -> BTFit:
         return self._bt.fit(essay_ids, comparisons, alpha)
-
-    def ping(self) -> bool:
-        return True

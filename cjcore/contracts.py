@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -336,5 +336,5 @@ __all__ = [
     "ErrorType", "Essay", "LLMConfig", "BatchRequest", "parse_batch_request", "new_batch_id",
     "new_correlation_id", "denominator", "ComparisonRequest", "ComparisonResult", "PlannedPair",
     "Comparison", "Counters", "BatchResult", "CountersOut", "RankingEntry", "GradeProjectionOut",
-    "ReliabilityOut", "PositionOut", "CostOut", "CompletionOut", "field",
+    "ReliabilityOut", "PositionOut", "CostOut", "CompletionOut",
 ]

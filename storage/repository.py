@@ -4,7 +4,6 @@ count, so `cj_batch_states` always equals COUNTs over `cj_comparison_pairs` (inv
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -651,7 +650,3 @@ FROM cj_batch_states s JOIN cj_batches b USING (batch_id) WHERE s.batch_id = :b"
 def _counters_dict(c: Counters) -> dict[str, int]:
     return {"total_budget": c.total_budget, "submitted": c.submitted, "completed": c.completed,
             "failed": c.failed, "iterations": c.iterations}
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, default=str)
