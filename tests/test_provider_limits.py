@@ -36,7 +36,12 @@ def test_eight_workers_and_twenty_batches_stay_within_the_limit(deployment, sim)
     results = run_batches(settings, _small_batches(20, "w8"))
     assert all(r.state.value == "COMPLETED" for r in results)
     arrivals = sim.arrivals
-    assert len(arrivals) == 200
+    ((answered, rows),) = sql(settings, "SELECT count(*) FILTER (WHERE http_status IS NOT NULL), count(*) "
+                                        "FROM cj_comparison_pairs WHERE batch_id = ANY(:b)",
+                              b=[r.batch_id for r in results])
+    # Under ~30 processes on 2 cores an attempt can time out in the client before it reaches the server;
+    # it is then an error row, so arrivals lie between the answered rows and all rows.
+    assert rows == 200 and answered <= len(arrivals) <= rows
     assert sim.stats["rate_limited"] == 0
     span = arrivals[-1] - arrivals[0]
     # How close to the limit a saturated pool gets is measured by `launch.py bench ratelimit`; here the
