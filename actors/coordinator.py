@@ -70,7 +70,6 @@ class BatchCoordinator:
         self._essays = {e.essay_id: e for e in snap.essays}
         self._state = snap.state
         self._counters = snap.counters
-        self._meta: dict[str, Any] = snap.metadata
         self._threshold_pct = snap.threshold_pct
         self._cancel_requested = bool(snap.metadata.get("cancel_requested"))
         self._attempted: Counter[frozenset[str]] = pairing.attempt_counts(snap.attempted)

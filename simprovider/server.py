@@ -52,6 +52,12 @@ class SimConfig:
     truth: dict[str, float] = field(default_factory=dict)
 
 
+# Injected faults in the order their rates are laid out on [0, 1): (name, SimConfig attribute).
+FAULTS = (("auth_error", "auth_error_rate"), ("invalid", "invalid_rate"), ("server_error", "error_rate"),
+          ("overload", "overload_rate"), ("timeout", "timeout_rate"), ("max_tokens", "max_tokens_rate"),
+          ("malformed", "malformed_rate"))
+
+
 def estimate_tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / CHARS_PER_TOKEN))
 
@@ -146,6 +152,15 @@ class SimProvider:
                 b.try_take(amount, now)
         return wait
 
+    def _fault(self, roll: float) -> str | None:
+        """The fault this request meets, if any: one draw in [0, 1) against the rates laid end to end."""
+        for name, attr in FAULTS:
+            rate = getattr(self.config, attr)
+            if roll < rate:
+                return name
+            roll -= rate
+        return None
+
     # -- the API ------------------------------------------------------------------------------------
 
     async def messages(self, request: web.Request) -> web.Response:
@@ -199,31 +214,26 @@ class SimProvider:
 
         st["charged_input_tokens"] += charge
         self.admissions.append((now, charge))
-        roll = self._rng.random()
-        if roll < cfg.auth_error_rate:
+        fault = self._fault(self._rng.random())
+        if fault == "auth_error":
             st["auth_errors"] += 1
             return _error(401, "authentication_error", "invalid x-api-key", headers)
-        roll -= cfg.auth_error_rate
-        if roll < cfg.invalid_rate:
+        if fault == "invalid":
             st["bad_requests"] += 1
             return _error(400, "invalid_request_error", "messages: invalid request", headers)
-        roll -= cfg.invalid_rate
         if cfg.latency_ms > 0:
             await asyncio.sleep(self._rng.expovariate(1000.0 / cfg.latency_ms))
-        if roll < cfg.error_rate:
+        if fault == "server_error":
             st["server_errors"] += 1
             return _error(500, "api_error", "Internal server error", headers)
-        roll -= cfg.error_rate
-        if roll < cfg.overload_rate:
+        if fault == "overload":
             st["overloaded"] += 1
             headers["retry-after"] = "1"
             return _error(529, "overloaded_error", "Overloaded", headers)
-        roll -= cfg.overload_rate
-        if roll < cfg.timeout_rate:
+        if fault == "timeout":
             st["timeouts"] += 1
             await asyncio.sleep(cfg.hang_s)
             return _error(504, "timeout_error", "Request timed out", headers)
-        roll -= cfg.timeout_rate
 
         cache_read = system_tokens if cache_hit else 0
         cache_write = system_tokens if cacheable and not cache_hit else 0
@@ -233,11 +243,11 @@ class SimProvider:
 
         a_wins, _ = self._judge.a_wins(*essays)
         content: list[dict[str, Any]]
-        if roll < cfg.max_tokens_rate:
+        if fault == "max_tokens":
             st["max_tokens"] += 1
             content = [{"type": "text", "text": "Essay A develops its argument more"}]
             stop_reason = "max_tokens"
-        elif roll - cfg.max_tokens_rate < cfg.malformed_rate:
+        elif fault == "malformed":
             st["malformed"] += 1
             content = (
                 [{"type": "text", "text": "Both essays have merits; I cannot decide."}]
