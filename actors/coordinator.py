@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import zlib
 from collections import Counter
 from typing import Any
@@ -22,7 +23,7 @@ import ray
 
 from actors import names
 from cjcore import pairing
-from cjcore.completion import Policy, completion_pct, decide
+from cjcore.completion import Policy, completion_pct, decide, failing
 from cjcore.contracts import (
     GRADE_SCALE,
     TERMINAL_STATES,
@@ -32,11 +33,13 @@ from cjcore.contracts import (
     Counters,
     ErrorType,
     GradeProjectionOut,
+    PlannedPair,
     denominator,
     new_correlation_id,
 )
 from cjcore.grade_projection import Anchor, project
-from cjcore.scores import BTFit, max_score_change, position_stats
+from cjcore.retry import Attempt, plan_retries, should_retry
+from cjcore.scores import BTFit, max_score_change, position_wins
 from cjcore.settings import Settings
 from storage.database import make_engine
 from storage.repository import Repository
@@ -85,11 +88,18 @@ class BatchCoordinator:
             threshold_pct=self._threshold_pct,
             stability_threshold=settings.score_stability_threshold,
             max_iterations=settings.max_iterations,
+            min_success_rate=settings.min_success_rate,
+            min_attempts_for_failure=settings.min_attempts_for_failure,
         )
+        self._in_flight: dict[str, Attempt] = {a.correlation_id: a for a in snap.pending}
+        # Failed attempts of this round still to be retried (rebuilt from the rows after a restart).
+        self._owed: list[Attempt] = [
+            a for a, err in snap.unretried if should_retry(err, a.attempt, settings.max_attempts)
+        ] if self._state is BatchState.WAITING_CALLBACKS else []
         if snap.pending and self._state not in TERMINAL_STATES:
             # Restarted mid-round: send again what has no result yet (workers ignore ids they hold;
             # a repeated provider call is recorded once).
-            await self._dispatch([(cid, a, b) for cid, a, b in snap.pending])
+            await self._dispatch(snap.pending)
         self._task = asyncio.get_running_loop().create_task(self._run())
         self._wake.set()
         log.info("batch %s: coordinator up in %s, %s", batch_id, self._state.value, self._counters)
@@ -109,11 +119,14 @@ class BatchCoordinator:
         the acknowledgement: it is sent only after the commit."""
         recorded, counters = await self._repo.record_results(self.batch_id, results)
         self._counters = _newer(self._counters, counters)
-        if len(recorded) < len(results):
-            for r in results:
-                if r.correlation_id not in recorded:
-                    log.info("batch %s: result for %s already recorded; ignored", self.batch_id, r.correlation_id)
-        if self._counters.in_flight == 0:
+        for r in results:
+            if r.correlation_id not in recorded:
+                log.info("batch %s: result for %s already recorded; ignored", self.batch_id, r.correlation_id)
+                continue
+            attempt = self._in_flight.pop(r.correlation_id, None)
+            if attempt and should_retry(r.error_type, attempt.attempt, self._settings.max_attempts):
+                self._owed.append(attempt)
+        if self._owed or self._counters.in_flight == 0:
             self._wake.set()
         return len(recorded)
 
@@ -131,6 +144,7 @@ class BatchCoordinator:
             if self._state in TERMINAL_STATES:
                 return self._state.value
             self._cancel_requested = True
+            self._owed.clear()
             await self._repo.merge_metadata(self.batch_id, {"cancel_requested": True})
             dropped = await asyncio.gather(*(w.drop_batch.remote(self.batch_id) for w in self._workers))
             cids = [cid for part in dropped for cid in part]
@@ -182,7 +196,9 @@ class BatchCoordinator:
         elif state is BatchState.GENERATING_PAIRS:
             await self._start_round()
         elif state is BatchState.WAITING_CALLBACKS:
-            if self._counters.in_flight == 0:
+            if self._owed:
+                await self._retry()
+            elif self._counters.in_flight == 0:
                 await self._move(BatchState.SCORING)
         elif state is BatchState.SCORING:
             await self._score()
@@ -200,33 +216,72 @@ class BatchCoordinator:
             if not self._attempted
             else pairing.next_round(ids, self._attempted, self._last_scores, self._last_ses, size, rng)
         )
-        rows = [(new_correlation_id(), p.essay_a_id, p.essay_b_id) for p in planned]
-        counters = await self._repo.insert_round(self.batch_id, iteration, rows)
+        rows = [Attempt(new_correlation_id(), p.essay_a_id, p.essay_b_id, 1) for p in planned]
+        counters = await self._repo.insert_round(
+            self.batch_id, iteration, [(r.correlation_id, r.essay_a_id, r.essay_b_id) for r in rows]
+        )
         if counters is None:
             await self._reload_state()
             return
         self._counters = _newer(self._counters, counters)
         self._state = BatchState.WAITING_CALLBACKS
-        for _, a, b in rows:
-            self._attempted[pairing.pair_key(a, b)] += 1
-        log.info(
-            "batch %s: round %d, %d pairs committed (budget %d, submitted %d, threshold %.0f%% of %d)",
-            self.batch_id, iteration, len(rows), c.total_budget, counters.submitted, self._threshold_pct,
-            denominator(c.total_budget, n),
-        )
+        self._track(rows)
+        log.info("batch %s: round %d, %d pairs committed (budget %d, submitted %d; %s)", self.batch_id, iteration,
+                 len(rows), c.total_budget, counters.submitted, self._completion_note())
         await self._dispatch(rows)
         self._wake.set()
 
-    async def _dispatch(self, rows: list[tuple[str, str, str]]) -> None:
+    def _completion_note(self) -> str:
+        """The completion rule in force, for every log line about progress."""
+        n = len(self._essays)
+        return (f"{completion_pct(self._counters, n):.1f}% of denominator {denominator(self._counters.total_budget, n)}"
+                f", threshold {self._threshold_pct:g}%")
+
+    def _track(self, rows: list[Attempt]) -> None:
+        for r in rows:
+            self._attempted[pairing.pair_key(r.essay_a_id, r.essay_b_id)] += 1
+            self._in_flight[r.correlation_id] = r
+
+    async def _retry(self) -> None:
+        """Failed attempts of this round become new attempts (new rows, new correlation ids)."""
+        owed, self._owed = self._owed, []
+        self._wake.set()
+        c = self._counters
+        if failing(c, self._policy):
+            log.info("batch %s: %d failed attempts not retried: %d valid of %d attempts is below %.0f%%",
+                     self.batch_id, len(owed), c.completed, c.completed + c.failed,
+                     100 * self._policy.min_success_rate)
+            return
+        planned = [(new_correlation_id(), r) for r in plan_retries(owed, c.total_budget - c.submitted,
+                                                                    self._fresh_pairs)]
+        if not planned:
+            return
+        out = await self._repo.insert_retries(self.batch_id, planned)
+        if out is None:
+            await self._reload_state()
+            return
+        inserted, counters = out
+        self._counters = _newer(self._counters, counters)
+        rows = [Attempt(cid, r.essay_a_id, r.essay_b_id, r.attempt) for cid, r in planned if cid in inserted]
+        self._track(rows)
+        log.info("batch %s: round %d, %d failed attempts retried (submitted %d of budget %d; %s)", self.batch_id,
+                 counters.iterations, len(rows), counters.submitted, counters.total_budget, self._completion_note())
+        await self._dispatch(rows)
+
+    def _fresh_pairs(self, k: int) -> list[PlannedPair]:
+        rng = random.Random(f"{self.batch_id}:{self._counters.submitted}")
+        return pairing.next_round(list(self._essays), self._attempted, self._last_scores, self._last_ses, k, rng)
+
+    async def _dispatch(self, rows: list[Attempt]) -> None:
         llm = self._request.llm
         requests = [
             ComparisonRequest(
-                correlation_id=cid, batch_id=self.batch_id, essay_a_id=a, essay_b_id=b,
-                text_a=self._essays[a].text, text_b=self._essays[b].text,
-                instructions=self._request.instructions, model=llm.model, temperature=llm.temperature,
-                max_tokens=llm.max_tokens,
+                correlation_id=r.correlation_id, batch_id=self.batch_id, essay_a_id=r.essay_a_id,
+                essay_b_id=r.essay_b_id, text_a=self._essays[r.essay_a_id].text,
+                text_b=self._essays[r.essay_b_id].text, instructions=self._request.instructions,
+                model=llm.model, temperature=llm.temperature, max_tokens=llm.max_tokens,
             )
-            for cid, a, b in rows
+            for r in rows
         ]
         k = len(self._workers)
         offset = zlib.crc32(self.batch_id.encode()) % k
@@ -241,20 +296,23 @@ class BatchCoordinator:
         change = max_score_change(self._last_scores, fit.score_of())
         n = len(ids)
         decision = decide(self._counters, n, change, self._policy)
-        pos = position_stats(comparisons)
+        a_wins, b_wins = position_wins(comparisons)
         meta = {
             "reliability": {"ssr": round(fit.ssr, 4), "comparisons_per_essay": round(2 * fit.n_comparisons / n, 2)},
-            "position": {"a_wins": pos.a_wins, "b_wins": pos.b_wins, "bias_logit": round(pos.bias_logit, 4),
-                         "bias_se": round(pos.bias_se, 4)},
+            "position": {"a_wins": a_wins, "b_wins": b_wins, "bias_logit": round(fit.position_bias, 4),
+                         "bias_se": round(fit.position_bias_se, 4)},
             "completion": {"denominator": denominator(self._counters.total_budget, n),
                            "threshold_pct": self._threshold_pct,
-                           "completion_pct": round(completion_pct(self._counters, n), 2)},
-            "last_max_change": None if change is None else round(change, 4),
+                           "completion_pct": round(completion_pct(self._counters, n), 2),
+                           "stability_threshold": self._policy.stability_threshold,
+                           "last_max_change": None if change is None else round(change, 4)},
         }
         log.info(
-            "batch %s: round %d scored: ssr %.3f, max change %s, %s (threshold %.0f%% of %d)",
-            self.batch_id, self._counters.iterations, fit.ssr, meta["last_max_change"],
-            decision.reason or "next round", self._threshold_pct, meta["completion"]["denominator"],
+            "batch %s: round %d scored: ssr %.3f, position bias %.3f ± %.3f, max change %s (stable below %g), "
+            "%s; %s",
+            self.batch_id, self._counters.iterations, fit.ssr, fit.position_bias, fit.position_bias_se,
+            meta["completion"]["last_max_change"], self._policy.stability_threshold,
+            decision.reason or "next round", self._completion_note(),
         )
         scores = {e: (s, se) for e, s, se in zip(fit.essay_ids, fit.scores, fit.se, strict=True)}
         if not decision.finalize:

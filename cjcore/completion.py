@@ -33,9 +33,14 @@ def completion_pct(counters: Counters, n_essays: int) -> float:
     return min(100.0, 100.0 * counters.completed / denominator(counters.total_budget, n_essays))
 
 
-def decide(counters: Counters, n_essays: int, max_change: float | None, policy: Policy) -> Decision:
+def failing(counters: Counters, policy: Policy) -> bool:
+    """Enough attempts have come back and too few of them are valid: retrying would only spend money."""
     attempts = counters.completed + counters.failed
-    if attempts >= policy.min_attempts_for_failure and counters.completed < policy.min_success_rate * attempts:
+    return attempts >= policy.min_attempts_for_failure and counters.completed < policy.min_success_rate * attempts
+
+
+def decide(counters: Counters, n_essays: int, max_change: float | None, policy: Policy) -> Decision:
+    if failing(counters, policy):
         return Decision(True, "low_success_rate", failed=True)
     if max_change is not None and counters.completed > 0 and max_change < policy.stability_threshold:
         return Decision(True, "stable")

@@ -310,9 +310,11 @@ class CostOut(BaseModel):
 
 
 class CompletionOut(BaseModel):
-    denominator: int
-    threshold_pct: float
-    completion_pct: float
+    denominator: int  # min(total_budget, n(n-1)/2)
+    threshold_pct: float  # the batch's completion threshold in use
+    completion_pct: float  # valid results / denominator, 0–100
+    stability_threshold: float | None = None  # SCORE_STABILITY_THRESHOLD in use
+    last_max_change: float | None = None  # largest score change at the last scoring, logits
 
 
 class BatchResult(BaseModel):

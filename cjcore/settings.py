@@ -66,10 +66,13 @@ class Settings(BaseSettings):
     # Batches
     default_max_comparisons: int = Field(default=200, ge=1)  # budget when the request gives none
     completion_threshold_pct: float = Field(default=95.0, gt=0, le=100)
-    score_stability_threshold: float = Field(default=0.05, gt=0)
+    score_stability_threshold: float = Field(default=0.1, gt=0)  # logits; see README "Completion"
     max_iterations: int = Field(default=20, ge=1)
     pairs_per_essay_per_round: float = Field(default=1.0, gt=0)
-    bt_regularization: float = Field(default=0.01, gt=0)
+    bt_regularization: float = Field(default=0.3, gt=0)  # prior precision; see README "Adaptive pairing"
+    max_attempts: int = Field(default=3, ge=1, le=10)  # per comparison, counting retries as new attempts
+    min_success_rate: float = Field(default=0.25, ge=0, le=1)  # valid / attempts; below it the batch FAILS
+    min_attempts_for_failure: int = Field(default=20, ge=1)  # attempts back before that rule applies
 
     # Scoring and supervision
     scorers: int = Field(default=1, ge=1, le=64)

@@ -274,6 +274,12 @@ def cmd_sim_provider(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    if args.what == "pairing":  # pure simulation: no Ray, no database
+        from driver.pairing_bench import format_table, run_pairing_bench
+
+        report = run_pairing_bench(args)
+        print(json.dumps(report, indent=2) if args.json else format_table(report))
+        return 0
     from driver.bench import run_bench, run_ratelimit_bench
 
     run = run_ratelimit_bench if args.what == "ratelimit" else run_bench
@@ -290,6 +296,18 @@ def _rate(name: str):  # type: ignore[no-untyped-def]
         x = float(v)
         if not 0.0 <= x <= 1.0:
             raise argparse.ArgumentTypeError(f"{name} must be between 0 and 1")
+        return x
+    return parse
+
+
+def _positive_int(name: str):  # type: ignore[no-untyped-def]
+    def parse(v: str) -> int:
+        try:
+            x = int(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number") from None
+        if x < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be at least 1")
         return x
     return parse
 
@@ -354,8 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=None)
     sp.set_defaults(func=cmd_sim_provider)
 
-    b = sub.add_parser("bench", help="performance figures: e2e (default) or ratelimit")
-    b.add_argument("what", nargs="?", default="e2e", choices=["e2e", "ratelimit"])
+    b = sub.add_parser("bench", help="performance figures: e2e (default), ratelimit or pairing")
+    b.add_argument("what", nargs="?", default="e2e", choices=["e2e", "ratelimit", "pairing"])
     b.add_argument("--runs", type=int, default=3, help="e2e: timed runs after a warm-up")
     b.add_argument("--rpm", type=int, default=600, help="ratelimit: the server's requests/min")
     b.add_argument("--tpm", type=int, default=200_000, help="ratelimit: the server's input tokens/min")
@@ -363,6 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batches", type=int, default=4, help="ratelimit: batches the workload is split into")
     b.add_argument("--latency-ms", type=float, default=200.0, help="ratelimit: simulated response latency")
     b.add_argument("--concurrency", type=int, default=16, help="ratelimit: the baseline's semaphore")
+    b.add_argument("--students", type=_positive_int("--students"), nargs="+", default=[24, 48],
+                   help="pairing: students besides the 12 ENG5 anchors")
+    b.add_argument("--seeds", type=_positive_int("--seeds"), default=10, help="pairing: seeds per strategy")
+    b.add_argument("--noise", type=float, default=0.5, help="pairing: the simulated judge's noise (logits)")
+    b.add_argument("--position-bias", type=float, default=0.0, help="pairing: the judge's preference for A")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
     return p

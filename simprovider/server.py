@@ -12,6 +12,7 @@ import random
 import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -99,6 +100,7 @@ class SimProvider:
         self.arrivals: list[float] = []  # monotonic time of every request, for rate checks in tests
         self.refusals: list[float] = []  # monotonic time of every 429
         self.admissions: list[tuple[float, int]] = []  # (monotonic time, input tokens charged) of each admitted
+        self.request_shapes: Counter[tuple[str, int]] = Counter()  # (model, max_tokens) of each valid request
         self.stats: dict[str, Any] = {
             "requests": 0, "ok": 0, "rate_limited": 0, "overloaded": 0, "server_errors": 0, "malformed": 0,
             "timeouts": 0, "bad_requests": 0, "auth_errors": 0, "max_tokens": 0, "input_tokens": 0, "output_tokens": 0,
@@ -186,6 +188,7 @@ class SimProvider:
             essays = extract_essays(user_text)
             max_tokens = int(body["max_tokens"])
             model = str(body["model"])
+            self.request_shapes[(model, max_tokens)] += 1
         except (ValueError, KeyError, TypeError, IndexError, AttributeError):
             st["bad_requests"] += 1
             return _error(400, "invalid_request_error", "malformed request body", {"request-id": request_id})

@@ -11,9 +11,11 @@ from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from cjcore.completion import completion_pct
 from cjcore.contracts import (
     TERMINAL_STATES,
     BatchRequest,
@@ -26,6 +28,7 @@ from cjcore.contracts import (
     CostOut,
     Counters,
     CountersOut,
+    ErrorType,
     GradeProjectionOut,
     PositionOut,
     RankingEntry,
@@ -34,6 +37,7 @@ from cjcore.contracts import (
     denominator,
 )
 from cjcore.errors import BatchExists, BatchNotFound
+from cjcore.retry import Attempt, Retry
 from cjcore.state_machine import sources_of
 from storage.schema import BatchStatus, batch_states, batches, essays, outbox, pairs, projections
 
@@ -84,7 +88,9 @@ class BatchSnapshot:
     metadata: dict[str, Any]
     essays: list[EssayRow]
     attempted: list[tuple[str, str]] = field(default_factory=list)  # (a, b) of every attempt
-    pending: list[tuple[str, str, str]] = field(default_factory=list)  # (correlation_id, a, b), no result
+    pending: list[Attempt] = field(default_factory=list)  # no result yet
+    # Errors of the current round that no later attempt retries yet, with their error type.
+    unretried: list[tuple[Attempt, ErrorType]] = field(default_factory=list)
 
 
 _RECORD_SQL = text(
@@ -212,11 +218,17 @@ class Repository:
             ).all()
             pair_rows = (
                 await conn.execute(
-                    select(pairs.c.correlation_id, pairs.c.essay_a_id, pairs.c.essay_b_id, pairs.c.winner)
+                    select(pairs.c.correlation_id, pairs.c.essay_a_id, pairs.c.essay_b_id, pairs.c.winner,
+                           pairs.c.attempt, pairs.c.retry_of, pairs.c.error_code, pairs.c.iteration)
                     .where(pairs.c.batch_id == batch_id)
                     .order_by(pairs.c.id)
                 )
             ).all()
+        retried = {r.retry_of for r in pair_rows if r.retry_of}
+
+        def attempt(r: Any) -> Attempt:
+            return Attempt(r.correlation_id, r.essay_a_id, r.essay_b_id, r.attempt)
+
         return BatchSnapshot(
             batch_id=batch_id,
             request=BatchRequest.model_validate_json(head.original_request),
@@ -227,7 +239,13 @@ class Repository:
             metadata=dict(head.metadata or {}),
             essays=[EssayRow(*r) for r in essay_rows],
             attempted=[(r.essay_a_id, r.essay_b_id) for r in pair_rows],
-            pending=[(r.correlation_id, r.essay_a_id, r.essay_b_id) for r in pair_rows if r.winner is None],
+            pending=[attempt(r) for r in pair_rows if r.winner is None],
+            unretried=[
+                (attempt(r), ErrorType(r.error_code.lower()))
+                for r in pair_rows
+                if r.winner == Winner.ERROR and r.iteration == head.current_iteration
+                and r.correlation_id not in retried and r.error_code
+            ],
         )
 
     # ----------------------------------------------------------------------------------------------
@@ -264,6 +282,45 @@ class Repository:
                     ],
                 )
             return _counters(row)
+
+    async def insert_retries(
+        self, batch_id: str, retries: Sequence[tuple[str, Retry]]
+    ) -> tuple[set[str], Counters] | None:
+        """Commit retry rows (new correlation id, Retry) with `submitted`, while the round is still
+        WAITING_CALLBACKS. A retry already planned (same `retry_of`) is not inserted twice. Returns the
+        correlation ids inserted and the counters; None if the batch left that state."""
+        async with self.engine.begin() as conn:
+            head = (
+                await conn.execute(
+                    select(batch_states.c.current_iteration)
+                    .where(batch_states.c.batch_id == batch_id, batch_states.c.state == BatchState.WAITING_CALLBACKS)
+                    .with_for_update()
+                )
+            ).one_or_none()
+            if head is None:
+                return None
+            inserted: set[str] = set()
+            if retries:
+                stmt = pg_insert(pairs).values([
+                    {"correlation_id": cid, "batch_id": batch_id, "iteration": head.current_iteration,
+                     "essay_a_id": r.essay_a_id, "essay_b_id": r.essay_b_id, "attempt": r.attempt,
+                     "retry_of": r.retry_of}
+                    for cid, r in retries
+                ])
+                stmt = stmt.on_conflict_do_nothing(
+                    index_elements=["retry_of"], index_where=pairs.c.retry_of.is_not(None)
+                ).returning(pairs.c.correlation_id)
+                inserted = {r.correlation_id for r in (await conn.execute(stmt)).all()}
+            row = (
+                await conn.execute(
+                    update(batch_states)
+                    .where(batch_states.c.batch_id == batch_id)
+                    .values(submitted_comparisons=batch_states.c.submitted_comparisons + len(inserted),
+                            last_activity_at=func.now())
+                    .returning(*_COUNTER_COLS)
+                )
+            ).one()
+            return inserted, _counters(row)
 
     async def record_results(
         self, batch_id: str, results: Sequence[ComparisonResult]
@@ -470,9 +527,9 @@ class Repository:
             completion=CompletionOut(
                 denominator=denominator(counters.total_budget, n_essays),
                 threshold_pct=head.completion_threshold_pct,
-                completion_pct=round(
-                    min(100.0, 100.0 * counters.completed / denominator(counters.total_budget, n_essays)), 2
-                ),
+                completion_pct=round(completion_pct(counters, n_essays), 2),
+                stability_threshold=meta.get("completion", {}).get("stability_threshold"),
+                last_max_change=meta.get("completion", {}).get("last_max_change"),
             ),
             budget_source=BudgetSource(head.budget_source),
             error=meta.get("error"),

@@ -102,6 +102,8 @@ pairs = Table(
     Column("correlation_id", Text, nullable=False, unique=True),
     Column("batch_id", Text, ForeignKey("cj_batches.batch_id", ondelete="CASCADE"), nullable=False),
     Column("iteration", Integer, nullable=False),
+    Column("attempt", Integer, nullable=False, server_default=text("1")),  # 2, 3…: a retry (0002)
+    Column("retry_of", Text),  # the correlation id this attempt retries; unique when set
     Column("essay_a_id", Text, nullable=False),
     Column("essay_b_id", Text, nullable=False),
     Column("winner", _enum(Winner, "cj_winner")),
@@ -121,6 +123,7 @@ pairs = Table(
     Column("completed_at", DateTime(timezone=True)),
     Index("ix_cj_pairs_batch", "batch_id"),
     Index("ix_cj_pairs_in_flight", "created_at", postgresql_where=text("winner IS NULL")),
+    Index("ux_cj_pairs_retry_of", "retry_of", unique=True, postgresql_where=text("retry_of IS NOT NULL")),
 )
 
 projections = Table(

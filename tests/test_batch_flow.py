@@ -86,22 +86,46 @@ def test_four_essay_batch_completes_in_its_first_round_without_the_supervisor(st
     assert repo_call(stack, "check_invariants", result.batch_id) == []
 
 
-def test_a_judge_erring_on_30_percent_of_calls_still_completes_with_errors_counted_as_failed(stack, sim):
+def test_retryable_errors_become_new_attempts_and_counters_still_equal_the_rows(stack, sim):
     sim.configure(error_rate=0.3)
     result = run_batch(stack, {"essays": essays(10, "err"), "max_comparisons": 45, "completion_threshold_pct": 100})
     assert result.state is BatchState.COMPLETED
-    (valid, errors, other), = sql(stack, """
-        SELECT count(*) FILTER (WHERE winner IN ('essay_a', 'essay_b')),
-               count(*) FILTER (WHERE winner = 'error' AND error_code = 'SERVER_ERROR' AND http_status = 500),
-               count(*) FILTER (WHERE winner = 'error' AND error_code <> 'SERVER_ERROR')
-        FROM cj_comparison_pairs WHERE batch_id = :b""", b=result.batch_id)
-    print(f"\n30% errors: {valid} valid, {errors} server errors of {result.counters.submitted}")
-    assert errors > 0 and other == 0
-    assert result.counters.completed == valid
-    assert result.counters.failed == errors
-    assert result.counters.completed + result.counters.failed == result.counters.submitted == 45
+    rows = sql(stack, """
+        SELECT correlation_id, essay_a_id, essay_b_id, winner, error_code, http_status, attempt, retry_of
+        FROM cj_comparison_pairs WHERE batch_id = :b ORDER BY id""", b=result.batch_id)
+    by_cid = {r.correlation_id: r for r in rows}
+    errors = [r for r in rows if r.winner == "error"]
+    retries = [r for r in rows if r.retry_of is not None]
+    print(f"\n30% errors: {len(rows)} attempts, {len(errors)} server errors, {len(retries)} retries")
+    assert errors and all((r.error_code, r.http_status) == ("SERVER_ERROR", 500) for r in errors)
+    assert retries
+    for r in retries:  # each retry: a new row and id, one attempt on from a failed one of the same batch
+        parent = by_cid[r.retry_of]
+        assert parent.winner == "error" and r.attempt == parent.attempt + 1 <= stack.max_attempts
+        if r.attempt == 2:
+            assert {r.essay_a_id, r.essay_b_id} == {parent.essay_a_id, parent.essay_b_id}
+    third = [r for r in retries if r.attempt == 3]
+    moved = [r for r in third if {r.essay_a_id, r.essay_b_id} != {by_cid[r.retry_of].essay_a_id,
+                                                                    by_cid[r.retry_of].essay_b_id}]
+    assert len(moved) == len(third)  # a pair that failed twice is set aside for a fresh one
+    assert result.counters.completed == sum(r.winner != "error" for r in rows)
+    assert result.counters.failed == len(errors)
+    assert result.counters.submitted == len(rows) <= 45
     assert result.completion and result.completion.completion_pct <= 100.0
     assert repo_call(stack, "check_invariants", result.batch_id) == []
+
+
+def test_a_24_essay_batch_on_a_consistent_judge_stops_on_stable_before_its_budget(stack, sim):
+    sim.configure(truth={k: 3 * q for k, q in eng5_truth().items()}, noise=0.0)
+    request = eng5_request()
+    request.update(max_comparisons=276, completion_threshold_pct=100)
+    result = run_batch(stack, request)
+    print(f"\nconsistent judge: stable after {result.counters.submitted} of 276, "
+          f"{result.counters.iterations} rounds, ssr {result.reliability.ssr:.3f}")
+    assert result.state is BatchState.COMPLETED
+    assert result.completion_reason == "stable"
+    assert result.counters.submitted < 276
+    assert result.completion and result.completion.last_max_change < result.completion.stability_threshold
 
 
 def test_the_same_seed_gives_the_same_pairs(stack, sim):

@@ -98,3 +98,11 @@ def test_a_bad_setting_is_refused_naming_the_variable(monkeypatch, capsys):
     monkeypatch.setenv("CJ_WORKERS", "0")
     assert main(["status"]) == 2
     assert capsys.readouterr().err.startswith("error: CJ_WORKERS:")
+
+
+def test_bench_pairing_prints_random_and_adaptive_for_each_size(capsys):
+    assert main(["bench", "pairing", "--students", "6", "--seeds", "2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = {(r["students"], r["strategy"]) for r in report["table"]}
+    assert rows == {(6, "random"), (6, "adaptive")}
+    assert all(r["seeds"] == 2 and r["essays"] == 18 for r in report["table"])

@@ -125,3 +125,46 @@ def test_the_database_refuses_a_changed_budget_or_a_change_out_of_a_terminal_sta
     # A second finalization writes nothing: still one event.
     assert repo_call(stack, "finalize", result.batch_id, BatchState.COMPLETED, "again") is False
     assert len(repo_call(stack, "events", result.batch_id)) == 1
+
+
+def test_a_judge_failing_90_percent_of_calls_ends_failed_with_one_failure_event_and_a_reason(stack, sim):
+    sim.configure(error_rate=0.9)
+    result = run_batch(stack, {"essays": essays(10, "f90"), "max_comparisons": 100})
+    print(f"\n90% errors: {result.counters}, {result.error}")
+    assert result.state is BatchState.FAILED and result.completion_reason == "low_success_rate"
+    assert result.error and "valid results" in result.error
+    c = result.counters
+    assert c.completed + c.failed >= stack.min_attempts_for_failure
+    assert c.completed < stack.min_success_rate * (c.completed + c.failed)
+    assert c.submitted < 100  # it stopped instead of spending the budget on a broken judge
+    assert sql(stack, "SELECT count(*) FROM cj_comparison_pairs WHERE batch_id = :b AND attempt > 1",
+               b=result.batch_id)[0][0] > 0
+    assert [e["event_type"] for e in repo_call(stack, "events", result.batch_id)] == ["cj.batch.failed"]
+    assert repo_call(stack, "check_invariants", result.batch_id) == []
+
+
+def test_continuation_rounds_rebuild_the_original_request_after_a_coordinator_restart(stack, sim):
+    from cjcore.contracts import parse_batch_request
+
+    sim.configure(latency_ms=20.0)
+    data = {"essays": essays(8, "cont"), "max_comparisons": 28, "completion_threshold_pct": 100,
+            "assignment_id": "as-7", "user_id": "u-3", "course_code": "ENG5", "instructions": "Judge the argument.",
+            "llm": {"model": "claude-sonnet-4-5", "max_tokens": 300}}
+    batch_id = _submit(stack, data)
+    _wait_until(lambda: sql(stack, "SELECT count(*) FROM cj_comparison_pairs WHERE batch_id = :b AND iteration >= 2",
+                            b=batch_id)[0][0] > 0, what="a continuation round")
+    coordinator = ray.get_actor(names.coordinator(batch_id), namespace=stack.ray_namespace)
+    ray.kill(coordinator, no_restart=False)  # Ray restarts it; it rebuilds everything from the database
+    result = _wait(stack, batch_id)
+    assert result.state is BatchState.COMPLETED and result.counters.iterations >= 2
+
+    ((stored, source, budget, meta),) = sql(stack, """
+        SELECT b.original_request, b.budget_source, s.total_budget, s.metadata
+        FROM cj_batches b JOIN cj_batch_states s USING (batch_id) WHERE batch_id = :b""", b=batch_id)
+    assert stored == parse_batch_request(data).model_dump_json()
+    assert (source, budget) == ("runner_override", 28)
+    assert {"budget_source", "n_essays", "completion", "reliability", "position"} <= set(meta)
+    assert meta["budget_source"] == "runner_override"
+    # Every call of every round, before and after the restart, used the request's LLM overrides.
+    assert set(sim.request_shapes) == {("claude-sonnet-4-5", 300)}
+    assert repo_call(stack, "check_invariants", batch_id) == []
