@@ -20,6 +20,7 @@ from collections import Counter
 from typing import Any
 
 import ray
+from ray.exceptions import RayError
 
 from actors import names
 from cjcore import pairing
@@ -38,7 +39,7 @@ from cjcore.contracts import (
     new_correlation_id,
 )
 from cjcore.grade_projection import Anchor, project
-from cjcore.retry import Attempt, plan_retries, should_retry
+from cjcore.retry import NOT_JUDGED, Attempt, plan_retries, should_retry
 from cjcore.scores import BTFit, max_score_change, position_wins
 from cjcore.settings import Settings
 from storage.database import make_engine
@@ -64,7 +65,7 @@ class BatchCoordinator:
         self.batch_id = batch_id
         self._settings = settings
         assert settings.database_url, "the driver resolves the database URL before creating actors"
-        self._repo = Repository(make_engine(settings.database_url, pool_size=2))
+        self._repo = Repository(make_engine(settings.database_url, pool_size=2), settings.database_outage_s)
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
 
@@ -92,6 +93,7 @@ class BatchCoordinator:
             min_attempts_for_failure=settings.min_attempts_for_failure,
         )
         self._in_flight: dict[str, Attempt] = {a.correlation_id: a for a in snap.pending}
+        self._not_judged = snap.not_judged
         # Failed attempts of this round still to be retried (rebuilt from the rows after a restart).
         self._owed: list[Attempt] = [
             a for a, err in snap.unretried if should_retry(err, a.attempt, settings.max_attempts)
@@ -109,6 +111,11 @@ class BatchCoordinator:
     async def ping(self) -> str:
         return self._state.value
 
+    async def nudge(self) -> str:
+        """Supervisor: the batch looks idle; look at it again (a no-op if nothing is due)."""
+        self._wake.set()
+        return self._state.value
+
     async def snapshot(self) -> dict[str, Any]:
         c = self._counters
         return {"state": self._state.value, "submitted": c.submitted, "completed": c.completed,
@@ -123,6 +130,8 @@ class BatchCoordinator:
             if r.correlation_id not in recorded:
                 log.info("batch %s: result for %s already recorded; ignored", self.batch_id, r.correlation_id)
                 continue
+            if r.error_type in NOT_JUDGED:
+                self._not_judged += 1
             attempt = self._in_flight.pop(r.correlation_id, None)
             if attempt and should_retry(r.error_type, attempt.attempt, self._settings.max_attempts):
                 self._owed.append(attempt)
@@ -221,8 +230,9 @@ class BatchCoordinator:
             self.batch_id, iteration, [(r.correlation_id, r.essay_a_id, r.essay_b_id) for r in rows]
         )
         if counters is None:
-            await self._reload_state()
-            return
+            # The round was committed by an earlier try whose reply was lost (or by another incarnation):
+            # rows exist that this process never dispatched. Restart and rebuild from the database.
+            raise RuntimeError(f"batch {self.batch_id}: round {iteration} already committed; rehydrating")
         self._counters = _newer(self._counters, counters)
         self._state = BatchState.WAITING_CALLBACKS
         self._track(rows)
@@ -247,7 +257,7 @@ class BatchCoordinator:
         owed, self._owed = self._owed, []
         self._wake.set()
         c = self._counters
-        if failing(c, self._policy):
+        if failing(c, self._policy, self._not_judged):
             log.info("batch %s: %d failed attempts not retried: %d valid of %d attempts is below %.0f%%",
                      self.batch_id, len(owed), c.completed, c.completed + c.failed,
                      100 * self._policy.min_success_rate)
@@ -285,9 +295,22 @@ class BatchCoordinator:
         ]
         k = len(self._workers)
         offset = zlib.crc32(self.batch_id.encode()) % k
-        await asyncio.gather(
-            *(self._workers[(i + offset) % k].enqueue.remote(requests[i::k]) for i in range(k) if requests[i::k])
-        )
+
+        async def send(i: int, part: list[ComparisonRequest]) -> None:
+            # A worker that is dead or restarting: hand its share to the next one. If none takes it,
+            # the rows stay without a result and the Supervisor's expiry retries them (invariant 7).
+            for step in range(k):
+                worker = self._workers[(i + offset + step) % k]
+                try:
+                    await worker.enqueue.remote(part)
+                    return
+                except RayError as exc:
+                    log.warning("batch %s: worker unavailable for %d requests (%s); trying the next",
+                                self.batch_id, len(part), type(exc).__name__)
+            log.error("batch %s: no worker took %d requests; the Supervisor will expire and retry them",
+                      self.batch_id, len(part))
+
+        await asyncio.gather(*(send(i, requests[i::k]) for i in range(k) if requests[i::k]))
 
     async def _score(self) -> None:
         comparisons = await self._repo.valid_comparisons(self.batch_id)
@@ -295,7 +318,7 @@ class BatchCoordinator:
         fit: BTFit = await self._scorer.fit.remote(ids, comparisons, self._settings.bt_regularization)
         change = max_score_change(self._last_scores, fit.score_of())
         n = len(ids)
-        decision = decide(self._counters, n, change, self._policy)
+        decision = decide(self._counters, n, change, self._policy, self._not_judged)
         a_wins, b_wins = position_wins(comparisons)
         meta = {
             "reliability": {"ssr": round(fit.ssr, 4), "comparisons_per_essay": round(2 * fit.n_comparisons / n, 2)},
@@ -325,8 +348,9 @@ class BatchCoordinator:
             return
         target = BatchState.FAILED if decision.failed else BatchState.COMPLETED
         if decision.failed:
-            meta["error"] = (f"valid results {self._counters.completed} of "
-                             f"{self._counters.completed + self._counters.failed} attempts")
+            judged = self._counters.completed + self._counters.failed - self._not_judged
+            meta["error"] = (f"valid results {self._counters.completed} of {judged} judged attempts, below "
+                             f"CJ_MIN_SUCCESS_RATE {self._policy.min_success_rate:g}")
         ranking = sorted(ids, key=lambda e: (-scores[e][0], e))
         anchors = [Anchor(e, self._essays[e].known_grade or "", *scores[e]) for e in ids if self._essays[e].is_anchor]
         students = {e: scores[e] for e in ids if not self._essays[e].is_anchor}

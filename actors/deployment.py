@@ -22,8 +22,10 @@ def ensure_coordinator(batch_id: str, settings: Settings) -> ray.actor.ActorHand
 
 
 def deploy(settings: Settings) -> dict[str, ray.actor.ActorHandle]:
-    """Start (or find) the provider pool, the scoring pool and the Supervisor; wait until they answer."""
+    """Start (or find) the provider pool, the scoring pool, the Supervisor and the outbox publisher; wait
+    until they answer."""
     from actors.limiter import RateLimiter
+    from actors.outbox import OutboxPublisher
     from actors.provider_worker import ProviderWorker
     from actors.scoring import ScoringActor
     from actors.supervisor import Supervisor
@@ -37,16 +39,50 @@ def deploy(settings: Settings) -> dict[str, ray.actor.ActorHandle]:
     for i in range(settings.scorers):
         handles[names.scoring(i)] = ScoringActor.options(name=names.scoring(i), **common).remote()
     handles[names.SUPERVISOR] = Supervisor.options(name=names.SUPERVISOR, **common).remote(settings)
+    handles[names.OUTBOX] = OutboxPublisher.options(name=names.OUTBOX, **common).remote(settings)
     ray.get([h.__ray_ready__.remote() for h in handles.values()])
     return handles
 
 
 def teardown(settings: Settings) -> None:
     """Kill the long-lived actors of the settings' namespace (tests, and `down` of a shared cluster)."""
-    wanted = [names.LIMITER, names.SUPERVISOR, *map(names.provider, range(settings.workers)),
+    wanted = [names.LIMITER, names.SUPERVISOR, names.OUTBOX, *map(names.provider, range(settings.workers)),
               *map(names.scoring, range(settings.scorers))]
     for name in wanted:
         try:
             ray.kill(ray.get_actor(name, namespace=settings.ray_namespace), no_restart=True)
         except ValueError:
             pass
+
+
+def resume(settings: Settings) -> dict[str, int]:
+    """After `up`: one Supervisor sweep now, so every non-terminal batch gets its coordinator back (which
+    rehydrates from the database and re-sends what has no result) without waiting for the interval."""
+    supervisor = ray.get_actor(names.SUPERVISOR, namespace=settings.ray_namespace)
+    return dict(ray.get(supervisor.run_once.remote()))
+
+
+def shutdown(settings: Settings, drain_timeout_s: float) -> dict[str, int]:
+    """Graceful `down`: the workers stop taking work and let the calls already at the provider land (their
+    results are recorded by the coordinators, still running), for at most `drain_timeout_s`; then the
+    coordinators and the long-lived actors stop. Non-terminal batches stay as the database has them, with
+    counters equal to the rows; the next `up` resumes them."""
+    workers = []
+    for i in range(settings.workers):
+        try:
+            workers.append(ray.get_actor(names.provider(i), namespace=settings.ray_namespace))
+        except ValueError:
+            pass
+    summary = {"dropped": 0, "in_call": 0, "undelivered": 0, "coordinators_stopped": 0}
+    for report in ray.get([w.drain.remote(drain_timeout_s) for w in workers], timeout=drain_timeout_s + 30):
+        for key in ("dropped", "in_call", "undelivered"):
+            summary[key] += report[key]
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if actor["namespace"] == settings.ray_namespace and actor["name"].startswith(names.coordinator("")):
+            try:
+                ray.kill(ray.get_actor(actor["name"], namespace=settings.ray_namespace), no_restart=True)
+                summary["coordinators_stopped"] += 1
+            except ValueError:
+                pass
+    teardown(settings)
+    return summary

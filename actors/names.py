@@ -4,6 +4,7 @@ from __future__ import annotations
 
 SUPERVISOR = "cj-supervisor"
 LIMITER = "cj-limiter"
+OUTBOX = "cj-outbox"
 
 
 def coordinator(batch_id: str) -> str:

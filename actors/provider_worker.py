@@ -12,11 +12,13 @@ so the `anthropic` SDK is imported inside the actor, not at module level.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 
 import ray
 from ray.exceptions import RayError
@@ -31,14 +33,21 @@ log = logging.getLogger(__name__)
 class ResultSender:
     """Delivers results to `cj-batch-<id>`, coalescing what arrives while a delivery is in flight."""
 
-    def __init__(self, namespace: str, timeout_s: float):
+    def __init__(self, namespace: str, timeout_s: float, done: Callable[[list[str]], None]):
         self._namespace = namespace
+        self._done = done  # told the ids acknowledged or given up on ([] when a batch's deliveries end)
         self._timeout_s = timeout_s
         self._pending: dict[str, list[ComparisonResult]] = {}
         self._flushing: set[str] = set()
         self._handles: dict[str, ray.actor.ActorHandle] = {}
         self.delivered = 0
         self.dropped = 0
+
+    def idle(self) -> bool:
+        return not self._flushing
+
+    def pending(self) -> int:
+        return sum(len(v) for v in self._pending.values())
 
     def add(self, result: ComparisonResult) -> None:
         self._pending.setdefault(result.batch_id, []).append(result)
@@ -52,6 +61,7 @@ class ResultSender:
                 await self._deliver(batch_id, self._pending.pop(batch_id))
         finally:
             self._flushing.discard(batch_id)
+            self._done([])
 
     async def _deliver(self, batch_id: str, results: list[ComparisonResult]) -> None:
         deadline = time.monotonic() + self._timeout_s
@@ -64,12 +74,14 @@ class ResultSender:
                     self._handles[batch_id] = handle
                 await handle.record_results.remote(results)
                 self.delivered += len(results)
+                self._done([r.correlation_id for r in results])
                 return
             except (RayError, ValueError) as exc:  # ValueError: no actor of that name (yet, or any more)
                 self._handles.pop(batch_id, None)
                 if time.monotonic() > deadline:
                     # The rows stay without a result; the Supervisor expires them (invariant 7).
                     self.dropped += len(results)
+                    self._done([r.correlation_id for r in results])
                     log.warning("batch %s: gave up delivering %d results: %s", batch_id, len(results),
                                 type(exc).__name__)
                     return
@@ -89,7 +101,9 @@ class ProviderWorker:
             settings.api_key_value(), settings.provider_base_url, settings.provider_timeout_s
         )
         self._queues: OrderedDict[str, deque[ComparisonRequest]] = OrderedDict()
-        self._known: set[str] = set()  # correlation ids queued or in flight here: re-sends are ignored
+        # Correlation ids queued, in flight or with a result not yet acknowledged here: a coordinator that
+        # restarts re-sends its rows without a result, and those must not become second provider calls.
+        self._known: set[str] = set()
         self._work = asyncio.Event()
         self._slots = asyncio.Semaphore(settings.worker_max_in_flight)
         self._estimate = provider_call.estimate_input_tokens
@@ -97,11 +111,16 @@ class ProviderWorker:
         # The limiter keys its buckets by a fingerprint of the key, never the key itself.
         self._key_id = hashlib.sha256(settings.api_key_value().encode()).hexdigest()[:12]
         self._provider = "anthropic" if settings.uses_real_anthropic else "simulated"
-        self._sender = ResultSender(settings.ray_namespace, settings.result_delivery_timeout_s)
+        self._progress = asyncio.Event()  # a call ended or results were settled (for `drain`)
+        self._sender = ResultSender(settings.ray_namespace, settings.result_delivery_timeout_s, self._settled)
         self._calls = 0
+        self._in_call = 0
+        self._draining = False
         self._pump_task = asyncio.get_running_loop().create_task(self._pump())
 
     async def enqueue(self, requests: list[ComparisonRequest]) -> int:
+        if self._draining:
+            return 0  # shutting down: the rows stay without a result and are re-sent after `up`
         accepted = 0
         for req in requests:
             if req.correlation_id in self._known:
@@ -119,6 +138,28 @@ class ProviderWorker:
         for req in queue:
             self._known.discard(req.correlation_id)
         return [req.correlation_id for req in queue]
+
+    async def drain(self, timeout_s: float) -> dict[str, int]:
+        """Graceful shutdown (`down`): take nothing new, drop what is queued (those rows keep no result
+        and the next `up` re-sends them), let calls at the provider land and their results be
+        acknowledged, for at most `timeout_s`."""
+        self._draining = True
+        dropped = sum(len(q) for q in self._queues.values())
+        self._queues.clear()
+        self._known.clear()
+
+        async def quiet() -> None:
+            while self._in_call or not self._sender.idle():
+                self._progress.clear()
+                await self._progress.wait()
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(quiet(), timeout_s)
+        return {"dropped": dropped, "in_call": self._in_call, "undelivered": self._sender.pending()}
+
+    def _settled(self, correlation_ids: list[str]) -> None:
+        self._known.difference_update(correlation_ids)
+        self._progress.set()
 
     async def stats(self) -> dict[str, int]:
         return {
@@ -148,14 +189,25 @@ class ProviderWorker:
                 await self._work.wait()
                 continue
             await self._slots.acquire()
-            req = self._next()
+            req = self._next() if not self._draining else None
             if req is None:
                 self._slots.release()
+                if self._draining:
+                    self._work.clear()
+                    await self._work.wait()
                 continue
             # The pool's one limiter: granted in arrival order across every worker.
             key = f"{self._key_id}:{req.model}"
-            grant, waited = await self._limiter.acquire.remote(key, self._estimate(req))
+            try:
+                grant, waited = await self._limiter.acquire.remote(key, self._estimate(req))
+            except RayError as exc:  # the limiter is restarting: put the request back and try again
+                log.warning("rate limiter unavailable (%s); retrying", type(exc).__name__)
+                self._queues.setdefault(req.batch_id, deque()).appendleft(req)
+                self._slots.release()
+                await asyncio.sleep(0.5)
+                continue
             metrics.rate_limit_wait().observe(waited)
+            self._in_call += 1
             asyncio.get_running_loop().create_task(self._call(req, key, grant))
 
     async def _call(self, req: ComparisonRequest, key: str, grant: object) -> None:
@@ -164,7 +216,8 @@ class ProviderWorker:
             outcome = await self._compare(self._client, req, self._settings.price_for(req.model))
         finally:
             self._slots.release()
-        self._known.discard(req.correlation_id)
+            self._in_call -= 1
+            self._progress.set()
         result = outcome.result
         status = result.http_status
         if status == 429:
@@ -174,7 +227,10 @@ class ProviderWorker:
         else:  # admitted, then failed: the estimate stays charged
             usage = (getattr(grant, "input_tokens", 0), 0)
         pause = outcome.retry_after_s if status in (429, 529) else None
-        await self._limiter.report.remote(key, grant, outcome.headers, usage, pause)
+        try:
+            await self._limiter.report.remote(key, grant, outcome.headers, usage, pause)
+        except RayError as exc:  # a restarting limiter relearns from the next response's headers
+            log.warning("rate limiter unavailable for a report (%s)", type(exc).__name__)
         outcome_label = "ok" if result.error_type is None else result.error_type.value
         metrics.provider_requests().inc(tags={"provider": self._provider, "model": req.model,
                                               "outcome": outcome_label})

@@ -33,14 +33,18 @@ def completion_pct(counters: Counters, n_essays: int) -> float:
     return min(100.0, 100.0 * counters.completed / denominator(counters.total_budget, n_essays))
 
 
-def failing(counters: Counters, policy: Policy) -> bool:
-    """Enough attempts have come back and too few of them are valid: retrying would only spend money."""
-    attempts = counters.completed + counters.failed
+def failing(counters: Counters, policy: Policy, not_judged: int = 0) -> bool:
+    """Enough attempts have come back and too few of them are valid: retrying would only spend money.
+    `not_judged` failures (expired after a crash of ours, cancelled) say nothing about the judge and are
+    left out of the rate."""
+    attempts = counters.completed + counters.failed - not_judged
     return attempts >= policy.min_attempts_for_failure and counters.completed < policy.min_success_rate * attempts
 
 
-def decide(counters: Counters, n_essays: int, max_change: float | None, policy: Policy) -> Decision:
-    if failing(counters, policy):
+def decide(
+    counters: Counters, n_essays: int, max_change: float | None, policy: Policy, not_judged: int = 0
+) -> Decision:
+    if failing(counters, policy, not_judged):
         return Decision(True, "low_success_rate", failed=True)
     if max_change is not None and counters.completed > 0 and max_change < policy.stability_threshold:
         return Decision(True, "stable")

@@ -7,7 +7,8 @@
     ├── BatchNotFound            status/cancel/inspect of an unknown batch
     ├── SchemaMismatch           database enums differ from the code's; refuse to start
     ├── ConfigError              settings that cannot work (e.g. a zero rate limit)
-    └── BatchTimeout             wait() gave up before the batch reached a terminal state
+    ├── BatchTimeout             wait() gave up before the batch reached a terminal state
+    └── DatabaseUnavailable      PostgreSQL unreachable for longer than CJ_DATABASE_OUTAGE_S
 """
 
 from __future__ import annotations
@@ -42,4 +43,8 @@ class ConfigError(CJError):
 
 
 class BatchTimeout(CJError):
+    pass
+
+
+class DatabaseUnavailable(CJError):
     pass

@@ -22,6 +22,10 @@ RETRYABLE = frozenset({
 })
 
 
+# Failures of ours, not the judge's: they are retried like any, but do not count against its success rate.
+NOT_JUDGED = frozenset({ErrorType.QUEUE_TIMEOUT, ErrorType.CANCELLED})
+
+
 @dataclass(frozen=True, slots=True)
 class Attempt:
     correlation_id: str

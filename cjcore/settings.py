@@ -74,14 +74,19 @@ class Settings(BaseSettings):
     min_success_rate: float = Field(default=0.25, ge=0, le=1)  # valid / attempts; below it the batch FAILS
     min_attempts_for_failure: int = Field(default=20, ge=1)  # attempts back before that rule applies
 
+    database_outage_s: float = Field(default=60.0, gt=0)  # DB calls retry this long through a restart
+
     # Scoring and supervision
     scorers: int = Field(default=1, ge=1, le=64)
     max_processing_seconds: float = Field(default=300.0, gt=0)
     supervisor_interval_s: float = Field(default=10.0, gt=0)
+    batch_idle_s: float = Field(default=120.0, gt=0)  # a batch quiet this long gets its coordinator checked
 
     # Observability and events
     metrics_port: int = Field(default=9464, ge=0, le=65535)
-    event_webhook_url: str | None = None
+    event_webhook_url: str | None = None  # outbox events POSTed here, at least once
+    webhook_timeout_s: float = Field(default=5.0, gt=0)
+    outbox_poll_s: float = Field(default=0.5, gt=0)
     log_level: str = "INFO"
 
     @field_validator("log_level")

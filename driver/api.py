@@ -48,7 +48,7 @@ class CJClient:
         assert settings.database_url, "resolve the database first (driver.runtime.resolve_database)"
         self.settings = settings
         self._engine = make_engine(settings.database_url, pool_size=2)
-        self.repo = Repository(self._engine)
+        self.repo = Repository(self._engine, settings.database_outage_s)
 
     async def close(self) -> None:
         await self._engine.dispose()
@@ -79,14 +79,18 @@ class CJClient:
         self, batch_id: str, timeout_s: float | None = None, progress: Progress | None = None,
         poll_s: float = 0.1,
     ) -> BatchResult:
-        """Wait until the batch is terminal; its state is read from the database, the record."""
+        """Wait for the batch's completion, failure or cancellation event in the outbox (written in the
+        same transaction as the terminal state), reporting progress from the database meanwhile."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             state, counters = await self.repo.state_of(batch_id)
             if progress:
                 progress(state, counters)
-            if state in TERMINAL_STATES:
-                return await self.repo.result(batch_id)
+            event = await self.repo.terminal_event(batch_id) if state in TERMINAL_STATES else None
+            if event is not None:
+                result = await self.repo.result(batch_id)
+                result.extra["event"] = {"id": event["id"], "event_type": event["event_type"]}
+                return result
             if deadline is not None and time.monotonic() > deadline:
                 raise BatchTimeout(f"batch {batch_id} still {state.value} after {timeout_s:g}s")
             await asyncio.sleep(poll_s)

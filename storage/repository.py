@@ -37,8 +37,9 @@ from cjcore.contracts import (
     denominator,
 )
 from cjcore.errors import BatchExists, BatchNotFound
-from cjcore.retry import Attempt, Retry
+from cjcore.retry import NOT_JUDGED, Attempt, Retry
 from cjcore.state_machine import sources_of
+from storage.outage import rides_out_outages
 from storage.schema import BatchStatus, batch_states, batches, essays, outbox, pairs, projections
 
 _COUNTER_COLS = (
@@ -91,6 +92,7 @@ class BatchSnapshot:
     pending: list[Attempt] = field(default_factory=list)  # no result yet
     # Errors of the current round that no later attempt retries yet, with their error type.
     unretried: list[tuple[Attempt, ErrorType]] = field(default_factory=list)
+    not_judged: int = 0  # error rows that never reached the judge (expired, cancelled)
 
 
 _RECORD_SQL = text(
@@ -134,9 +136,11 @@ SELECT (SELECT coalesce(array_agg(correlation_id), '{}') FROM recorded) AS recor
 )
 
 
+@rides_out_outages
 class Repository:
-    def __init__(self, engine: AsyncEngine):
+    def __init__(self, engine: AsyncEngine, outage_s: float = 60.0):
         self.engine = engine
+        self.outage_s = outage_s  # how long a call keeps retrying while PostgreSQL is away
 
     # ----------------------------------------------------------------------------------------------
     # Creating and loading a batch
@@ -246,6 +250,7 @@ class Repository:
                 if r.winner == Winner.ERROR and r.iteration == head.current_iteration
                 and r.correlation_id not in retried and r.error_code
             ],
+            not_judged=sum(1 for r in pair_rows if r.error_code and ErrorType(r.error_code.lower()) in NOT_JUDGED),
         )
 
     # ----------------------------------------------------------------------------------------------
@@ -693,6 +698,91 @@ FROM cj_batch_states s JOIN cj_batches b USING (batch_id) WHERE s.batch_id = :b"
         if not terminal and row.events != 0:
             bad.append(f"{row.events} outbox events for a batch still {row.state}")
         return bad
+
+    async def idle_batch_ids(self, idle_s: float) -> list[str]:
+        """Non-terminal batches with no activity for `idle_s` seconds."""
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(batch_states.c.batch_id).where(
+                        batch_states.c.state.not_in(list(TERMINAL_STATES)),
+                        batch_states.c.last_activity_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, idle_s),
+                    )
+                )
+            ).all()
+        return [r[0] for r in rows]
+
+    async def repair_missing_events(self) -> list[str]:
+        """Terminal batches without their outbox event get it now (one statement; a batch that has any
+        event is left alone, so this never makes a second one). Returns the repaired batch ids."""
+        async with self.engine.begin() as conn:
+            rows = (
+                await conn.execute(
+                    text("""
+INSERT INTO cj_event_outbox (id, aggregate_id, event_type, payload)
+SELECT gen_random_uuid()::text, s.batch_id, 'cj.batch.' || lower(s.state::text),
+       jsonb_build_object('batch_id', s.batch_id, 'state', s.state::text,
+                          'completion_reason', s.completion_reason, 'repaired', true)
+  FROM cj_batch_states s
+ WHERE s.state IN ('COMPLETED', 'FAILED', 'CANCELLED')
+   AND NOT EXISTS (SELECT 1 FROM cj_event_outbox o WHERE o.aggregate_id = s.batch_id)
+RETURNING aggregate_id""")
+                )
+            ).all()
+        return [r[0] for r in rows]
+
+    async def completed_without_projections(self) -> list[str]:
+        """COMPLETED batches with anchors and students but no grade projections (seed 002's symptom)."""
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text("""
+SELECT batch_id FROM cj_batch_health
+ WHERE state = 'COMPLETED' AND anchors > 0 AND essays > anchors AND projections = 0""")
+                )
+            ).all()
+        return [r[0] for r in rows]
+
+    # ----------------------------------------------------------------------------------------------
+    # The outbox publisher
+
+    async def due_events(self, limit: int) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(outbox.c.id, outbox.c.aggregate_id, outbox.c.event_type, outbox.c.payload,
+                           outbox.c.created_at, outbox.c.attempts)
+                    .where(outbox.c.published_at.is_(None),
+                           (outbox.c.next_attempt_at.is_(None)) | (outbox.c.next_attempt_at <= func.now()))
+                    .order_by(outbox.c.created_at)
+                    .limit(limit)
+                )
+            ).mappings().all()
+        return [dict(r) for r in rows]
+
+    async def mark_published(self, event_ids: Sequence[str]) -> None:
+        if not event_ids:
+            return
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(outbox)
+                .where(outbox.c.id.in_(list(event_ids)), outbox.c.published_at.is_(None))
+                .values(published_at=func.now(), attempts=outbox.c.attempts + 1, last_error=None)
+            )
+
+    async def mark_delivery_failed(self, event_id: str, error: str, retry_in_s: float) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(outbox)
+                .where(outbox.c.id == event_id)
+                .values(attempts=outbox.c.attempts + 1, last_error=error[:500],
+                        next_attempt_at=func.now() + func.make_interval(0, 0, 0, 0, 0, 0, retry_in_s))
+            )
+
+    async def terminal_event(self, batch_id: str) -> dict[str, Any] | None:
+        """The batch's completion/failure/cancellation event, once it exists."""
+        events = await self.events(batch_id)
+        return events[0] if events else None
 
     async def active_batch_ids(self) -> list[str]:
         async with self.engine.connect() as conn:

@@ -148,6 +148,9 @@ outbox = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("published_at", DateTime(timezone=True)),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", DateTime(timezone=True)),  # webhook backoff (0003)
+    Column("last_error", Text),
+    Index("ix_cj_outbox_due", "created_at", postgresql_where=text("published_at IS NULL")),
     Index(
         "uq_cj_outbox_unpublished",
         "aggregate_id",

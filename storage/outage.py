@@ -1,0 +1,79 @@
+"""Riding out a PostgreSQL restart: every repository call that fails because the connection is gone is
+retried with backoff until `outage_s` has passed (then DatabaseUnavailable).
+
+What counts as "gone": the socket refused or reset, SQLSTATE class 08 (connection exception) or 57P
+(admin shutdown, "cannot connect now" while the server starts), or SQLAlchemy marking the connection
+invalidated. The pool pre-pings on checkout, so a connection that died while idle is replaced, not
+failed. A retried call repeats a whole transaction; every write the repository makes is idempotent or
+guarded by the state it expects, so a transaction whose commit was lost with the connection is not
+applied twice (the guard turns the repeat into a no-op, which the coordinator answers by reloading).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import DBAPIError
+
+from cjcore.errors import DatabaseUnavailable
+
+log = logging.getLogger(__name__)
+
+_DISCONNECT_SQLSTATES = ("08", "57P")
+T = TypeVar("T")
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, DBAPIError) and e.connection_invalidated:
+            return True
+        if isinstance(e, ConnectionError | OSError):
+            return True
+        state = getattr(e, "sqlstate", None)
+        if isinstance(state, str) and state.startswith(_DISCONNECT_SQLSTATES):
+            return True
+        e = getattr(e, "orig", None) or e.__cause__ or e.__context__
+    return False
+
+
+async def retry_while_down(call: Callable[[], Awaitable[T]], outage_s: float, what: str) -> T:
+    deadline: float | None = None
+    delay = 0.1
+    while True:
+        try:
+            return await call()
+        except Exception as exc:
+            if not is_disconnect(exc):
+                raise
+            now = time.monotonic()
+            deadline = deadline or now + outage_s
+            if now >= deadline:
+                raise DatabaseUnavailable(f"database unreachable for {outage_s:g}s ({what})") from exc
+            log.warning("database unreachable during %s (%s); retrying in %.1fs", what, type(exc).__name__, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def rides_out_outages(cls: type[T]) -> type[T]:
+    """Class decorator: wrap every public coroutine method in `retry_while_down(…, self.outage_s)`."""
+    for name, method in list(vars(cls).items()):
+        if name.startswith("_") or not inspect.iscoroutinefunction(method):
+            continue
+
+        def wrap(m: Callable[..., Awaitable[Any]], label: str) -> Callable[..., Awaitable[Any]]:
+            @functools.wraps(m)
+            async def wrapper(self: Any, *args: Any, **kw: Any) -> Any:
+                return await retry_while_down(lambda: m(self, *args, **kw), self.outage_s, label)
+            return wrapper
+
+        setattr(cls, name, wrap(method, name))
+    return cls
