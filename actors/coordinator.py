@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 import zlib
 from collections import Counter
 from typing import Any
@@ -297,18 +298,26 @@ class BatchCoordinator:
         offset = zlib.crc32(self.batch_id.encode()) % k
 
         async def send(i: int, part: list[ComparisonRequest]) -> None:
-            # A worker that is dead or restarting: hand its share to the next one. If none takes it,
-            # the rows stay without a result and the Supervisor's expiry retries them (invariant 7).
-            for step in range(k):
-                worker = self._workers[(i + offset + step) % k]
-                try:
-                    await worker.enqueue.remote(part)
+            # A worker that is dead or restarting: hand its share to the next one, and go round the pool
+            # with backoff while all are away. If none takes it in CJ_RESULT_DELIVERY_TIMEOUT_S, the rows
+            # stay without a result and the Supervisor's expiry retries them (invariant 7).
+            deadline = time.monotonic() + self._settings.result_delivery_timeout_s
+            delay = 0.1
+            while True:
+                for step in range(k):
+                    worker = self._workers[(i + offset + step) % k]
+                    try:
+                        await worker.enqueue.remote(part)
+                        return
+                    except RayError as exc:
+                        log.warning("batch %s: worker unavailable for %d requests (%s); trying the next",
+                                    self.batch_id, len(part), type(exc).__name__)
+                if time.monotonic() > deadline:
+                    log.error("batch %s: no worker took %d requests; the Supervisor will expire and retry them",
+                              self.batch_id, len(part))
                     return
-                except RayError as exc:
-                    log.warning("batch %s: worker unavailable for %d requests (%s); trying the next",
-                                self.batch_id, len(part), type(exc).__name__)
-            log.error("batch %s: no worker took %d requests; the Supervisor will expire and retry them",
-                      self.batch_id, len(part))
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 2.0)
 
         await asyncio.gather(*(send(i, requests[i::k]) for i in range(k) if requests[i::k]))
 

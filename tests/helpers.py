@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
+from aiohttp import web
 from sqlalchemy import text
 
 from cjcore.contracts import BatchResult
@@ -69,3 +74,76 @@ def run_batches(settings: Settings, requests: list[dict[str, Any]], timeout_s: f
 
     return asyncio.run(go())
 
+
+
+def submit(settings: Settings, request: dict[str, Any]) -> str:
+    async def go() -> str:
+        async with CJClient(settings) as client:
+            return await client.submit(request)
+
+    return asyncio.run(go())
+
+
+def wait_for(settings: Settings, batch_id: str, timeout_s: float = 180) -> BatchResult:
+    async def go() -> BatchResult:
+        async with CJClient(settings) as client:
+            return await client.wait(batch_id, timeout_s=timeout_s, poll_s=0.05)
+
+    return asyncio.run(go())
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 60.0, what: str = "condition") -> None:
+    """Poll a condition (synchronisation on observed state, not a fixed sleep)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def in_flight(settings: Settings, batch_id: str) -> list[Any]:
+    return sql(settings, "SELECT correlation_id FROM cj_comparison_pairs WHERE batch_id = :b AND winner IS NULL",
+               b=batch_id)
+
+
+class WebhookReceiver:
+    """A webhook endpoint in a thread: records every POST; answers 503 to the first `fail_first`."""
+
+    def __init__(self, fail_first: int = 0):
+        self.fail_first = fail_first
+        self.posts: list[dict[str, Any]] = []
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self.url = ""
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = json.loads(await request.text())
+        self.posts.append({"key": request.headers.get("Idempotency-Key"), **body})
+        if len(self.posts) <= self.fail_first:
+            return web.Response(status=503)
+        return web.Response(status=204)
+
+    def start(self) -> str:
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            app = web.Application()
+            app.router.add_post("/events", self._handle)
+            self._runner = web.AppRunner(app)
+            self._loop.run_until_complete(self._runner.setup())
+            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            self._loop.run_until_complete(site.start())
+            port = self._runner.addresses[0][1]
+            self.url = f"http://127.0.0.1:{port}/events"
+            self._ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+        return self.url
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)

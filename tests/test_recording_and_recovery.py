@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 import ray
@@ -12,45 +11,14 @@ from sqlalchemy.exc import DBAPIError
 from actors import names
 from cjcore.contracts import BatchState, ComparisonResult, Winner
 from driver.api import CJClient
-from tests.helpers import essays, repo_call, run_batch, sql
-
-
-def _submit(settings, request) -> str:
-    async def go() -> str:
-        async with CJClient(settings) as client:
-            return await client.submit(request)
-
-    return asyncio.run(go())
-
-
-def _wait(settings, batch_id, timeout_s=120):
-    async def go():
-        async with CJClient(settings) as client:
-            return await client.wait(batch_id, timeout_s=timeout_s, poll_s=0.05)
-
-    return asyncio.run(go())
-
-
-def _wait_until(predicate, timeout_s=60.0, what="condition"):
-    """Poll a database condition (synchronisation on state, not a fixed sleep)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _in_flight(settings, batch_id):
-    return sql(settings, "SELECT correlation_id FROM cj_comparison_pairs WHERE batch_id = :b AND winner IS NULL",
-               b=batch_id)
+from tests.helpers import essays, in_flight, repo_call, run_batch, sql, submit, wait_for, wait_until
 
 
 def test_a_result_is_recorded_once_whatever_arrives_after_it(stack, sim):
     sim.configure(timeout_rate=1.0, hang_s=8.0)  # calls hang: pairs stay in flight until we answer them
-    batch_id = _submit(stack, {"essays": essays(3, "dup"), "max_comparisons": 3})
-    _wait_until(lambda: len(_in_flight(stack, batch_id)) == 3, what="3 pairs in flight")
-    cids = [r[0] for r in _in_flight(stack, batch_id)]
+    batch_id = submit(stack, {"essays": essays(3, "dup"), "max_comparisons": 3})
+    wait_until(lambda: len(in_flight(stack, batch_id)) == 3, what="3 pairs in flight")
+    cids = [r[0] for r in in_flight(stack, batch_id)]
     coordinator = ray.get_actor(names.coordinator(batch_id), namespace=stack.ray_namespace)
     verdicts = [ComparisonResult(cid, batch_id, Winner.ESSAY_A) for cid in cids]
     assert ray.get(coordinator.record_results.remote(verdicts[:2])) == 2
@@ -59,7 +27,7 @@ def test_a_result_is_recorded_once_whatever_arrives_after_it(stack, sim):
     assert ray.get(coordinator.record_results.remote(flipped)) == 0  # a different late answer: still no-op
     assert ray.get(coordinator.expire.remote(cids, 0.0)) == 1  # expiry only takes the one without a result
     sim.configure(timeout_rate=0.0)
-    result = _wait(stack, batch_id)
+    result = wait_for(stack, batch_id)
     assert result.state is BatchState.COMPLETED
     rows = sql(stack, "SELECT correlation_id, winner, error_code FROM cj_comparison_pairs WHERE batch_id = :b",
                b=batch_id)
@@ -71,14 +39,14 @@ def test_a_result_is_recorded_once_whatever_arrives_after_it(stack, sim):
     assert repo_call(stack, "check_invariants", batch_id) == []
 
 
-def test_supervisor_expires_pairs_stuck_in_flight(stack, sim):
+def test_supervisor_expires_pairs_stuckin_flight(stack, sim):
     sim.configure(timeout_rate=1.0, hang_s=8.0)
-    batch_id = _submit(stack, {"essays": essays(3, "stuck"), "max_comparisons": 3})
-    _wait_until(lambda: len(_in_flight(stack, batch_id)) == 3, what="3 pairs in flight")
+    batch_id = submit(stack, {"essays": essays(3, "stuck"), "max_comparisons": 3})
+    wait_until(lambda: len(in_flight(stack, batch_id)) == 3, what="3 pairs in flight")
     supervisor = ray.get_actor(names.SUPERVISOR, namespace=stack.ray_namespace)
     done = ray.get(supervisor.run_once.remote(max_processing_seconds=0.0))
     assert done.get("expired", 0) >= 3
-    result = _wait(stack, batch_id)
+    result = wait_for(stack, batch_id)
     assert result.state is BatchState.COMPLETED and result.completion_reason == "budget"
     assert (result.counters.completed, result.counters.failed) == (0, 3)
     codes = sql(stack, "SELECT DISTINCT error_code FROM cj_comparison_pairs WHERE batch_id = :b", b=batch_id)
@@ -88,15 +56,15 @@ def test_supervisor_expires_pairs_stuck_in_flight(stack, sim):
 
 def test_cancel_mid_round_ends_cancelled_with_one_event(stack, sim):
     sim.configure(latency_ms=300.0)
-    batch_id = _submit(stack, {"essays": essays(12, "cxl"), "max_comparisons": 60})
-    _wait_until(lambda: len(_in_flight(stack, batch_id)) > 0, what="a round in flight")
+    batch_id = submit(stack, {"essays": essays(12, "cxl"), "max_comparisons": 60})
+    wait_until(lambda: len(in_flight(stack, batch_id)) > 0, what="a round in flight")
 
     async def cancel():
         async with CJClient(stack) as client:
             return await client.cancel(batch_id)
 
     asyncio.run(cancel())
-    result = _wait(stack, batch_id)
+    result = wait_for(stack, batch_id)
     assert result.state is BatchState.CANCELLED
     assert result.counters.submitted < 60
     assert result.counters.completed + result.counters.failed == result.counters.submitted
@@ -150,12 +118,12 @@ def test_continuation_rounds_rebuild_the_original_request_after_a_coordinator_re
     data = {"essays": essays(8, "cont"), "max_comparisons": 28, "completion_threshold_pct": 100,
             "assignment_id": "as-7", "user_id": "u-3", "course_code": "ENG5", "instructions": "Judge the argument.",
             "llm": {"model": "claude-sonnet-4-5", "max_tokens": 300}}
-    batch_id = _submit(stack, data)
-    _wait_until(lambda: sql(stack, "SELECT count(*) FROM cj_comparison_pairs WHERE batch_id = :b AND iteration >= 2",
+    batch_id = submit(stack, data)
+    wait_until(lambda: sql(stack, "SELECT count(*) FROM cj_comparison_pairs WHERE batch_id = :b AND iteration >= 2",
                             b=batch_id)[0][0] > 0, what="a continuation round")
     coordinator = ray.get_actor(names.coordinator(batch_id), namespace=stack.ray_namespace)
     ray.kill(coordinator, no_restart=False)  # Ray restarts it; it rebuilds everything from the database
-    result = _wait(stack, batch_id)
+    result = wait_for(stack, batch_id)
     assert result.state is BatchState.COMPLETED and result.counters.iterations >= 2
 
     ((stored, source, budget, meta),) = sql(stack, """
