@@ -196,28 +196,36 @@ class ProviderWorker:
                     self._work.clear()
                     await self._work.wait()
                 continue
-            # The pool's one limiter: granted in arrival order across every worker.
+            # The pool's one limiter: granted in arrival order across every worker. From here until its
+            # result is handed to the sender the request counts as in call (what `drain` waits for).
+            self._in_call += 1
             key = f"{self._key_id}:{req.model}"
             try:
                 grant, waited = await self._limiter.acquire.remote(key, self._estimate(req))
             except RayError as exc:  # the limiter is restarting: put the request back and try again
                 log.warning("rate limiter unavailable (%s); retrying", type(exc).__name__)
                 self._queues.setdefault(req.batch_id, deque()).appendleft(req)
-                self._slots.release()
+                self._release()
                 await asyncio.sleep(0.5)
                 continue
+            if self._draining:  # shutting down while it waited for its permit: leave it for `up`
+                self._known.discard(req.correlation_id)
+                self._release()
+                continue
             metrics.rate_limit_wait().observe(waited)
-            self._in_call += 1
             asyncio.get_running_loop().create_task(self._call(req, key, grant))
+
+    def _release(self) -> None:
+        self._slots.release()
+        self._in_call -= 1
+        self._progress.set()
 
     async def _call(self, req: ComparisonRequest, key: str, grant: object) -> None:
         try:
             self._calls += 1
             outcome = await self._compare(self._client, req, self._settings.price_for(req.model))
         finally:
-            self._slots.release()
-            self._in_call -= 1
-            self._progress.set()
+            self._release()
         result = outcome.result
         status = result.http_status
         if status == 429:

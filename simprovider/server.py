@@ -101,6 +101,7 @@ class SimProvider:
         self.refusals: list[float] = []  # monotonic time of every 429
         self.admissions: list[tuple[float, int]] = []  # (monotonic time, input tokens charged) of each admitted
         self.request_shapes: Counter[tuple[str, int]] = Counter()  # (model, max_tokens) of each valid request
+        self.correlation_ids: Counter[str] = Counter()  # from metadata.user_id "cj:<correlation id>:<sha>"
         self.stats: dict[str, Any] = {
             "requests": 0, "ok": 0, "rate_limited": 0, "overloaded": 0, "server_errors": 0, "malformed": 0,
             "timeouts": 0, "bad_requests": 0, "auth_errors": 0, "max_tokens": 0, "input_tokens": 0, "output_tokens": 0,
@@ -189,6 +190,9 @@ class SimProvider:
             max_tokens = int(body["max_tokens"])
             model = str(body["model"])
             self.request_shapes[(model, max_tokens)] += 1
+            user_id = str((body.get("metadata") or {}).get("user_id", ""))
+            if user_id.startswith("cj:"):
+                self.correlation_ids[user_id.split(":")[1]] += 1
         except (ValueError, KeyError, TypeError, IndexError, AttributeError):
             st["bad_requests"] += 1
             return _error(400, "invalid_request_error", "malformed request body", {"request-id": request_id})

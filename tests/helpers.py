@@ -84,6 +84,14 @@ def submit(settings: Settings, request: dict[str, Any]) -> str:
     return asyncio.run(go())
 
 
+def submit_many(settings: Settings, requests: list[dict[str, Any]]) -> list[str]:
+    async def go() -> list[str]:
+        async with CJClient(settings) as client:
+            return list(await asyncio.gather(*(client.submit(r) for r in requests)))
+
+    return asyncio.run(go())
+
+
 def wait_for(settings: Settings, batch_id: str, timeout_s: float = 180) -> BatchResult:
     async def go() -> BatchResult:
         async with CJClient(settings) as client:
