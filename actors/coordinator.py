@@ -23,7 +23,7 @@ from typing import Any
 import ray
 from ray.exceptions import RayError
 
-from actors import names
+from actors import metrics, names
 from cjcore import pairing
 from cjcore.completion import Policy, completion_pct, decide, failing
 from cjcore.contracts import (
@@ -65,6 +65,8 @@ class BatchCoordinator:
     async def __init__(self, batch_id: str, settings: Settings):
         self.batch_id = batch_id
         self._settings = settings
+        metrics.configure(settings.ray_namespace)
+        self._last_result_at: float | None = None  # monotonic time of the last result recorded here
         assert settings.database_url, "the driver resolves the database URL before creating actors"
         self._repo = Repository(make_engine(settings.database_url, pool_size=2), settings.database_outage_s)
         self._lock = asyncio.Lock()
@@ -127,6 +129,8 @@ class BatchCoordinator:
         the acknowledgement: it is sent only after the commit."""
         recorded, counters = await self._repo.record_results(self.batch_id, results)
         self._counters = _newer(self._counters, counters)
+        if recorded:
+            self._last_result_at = time.monotonic()
         for r in results:
             if r.correlation_id not in recorded:
                 log.info("batch %s: result for %s already recorded; ignored", self.batch_id, r.correlation_id)
@@ -180,6 +184,7 @@ class BatchCoordinator:
             ray.kill(ray.get_runtime_context().current_actor, no_restart=False)
             return
         log.info("batch %s: %s; coordinator exits", self.batch_id, self._state.value)
+        await metrics.flush()
         # A finished coordinator holds ~50 MB for nothing: leave (no restart for a clean exit).
         ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
 
@@ -199,7 +204,8 @@ class BatchCoordinator:
         state = self._state
         if self._cancel_requested:
             if self._counters.in_flight == 0:
-                await self._repo.finalize(self.batch_id, BatchState.CANCELLED, "cancelled")
+                self._finalized(BatchState.CANCELLED, await self._repo.finalize(
+                    self.batch_id, BatchState.CANCELLED, "cancelled"))
                 await self._reload_state()
         elif state is BatchState.INITIALIZING:
             await self._move(BatchState.GENERATING_PAIRS)
@@ -368,10 +374,21 @@ class BatchCoordinator:
                                confidence=p.confidence)
             for p in project(students, anchors, GRADE_SCALE)
         ] if target is BatchState.COMPLETED else []
-        first = await self._repo.finalize(
+        age = await self._repo.finalize(
             self.batch_id, target, decision.reason or "", scores=scores,
             ranks={e: i + 1 for i, e in enumerate(ranking)}, grade_projections=projections, meta=meta,
         )
-        if not first:
-            log.info("batch %s: already finalized elsewhere; nothing written", self.batch_id)
+        self._finalized(target, age)
+        if age is not None and target is BatchState.COMPLETED:
+            metrics.observe("cj_batch_ssr", fit.ssr)
+            metrics.observe("cj_position_bias", fit.position_bias)
+            metrics.observe("cj_comparisons_per_essay", 2 * fit.n_comparisons / n)
         await self._reload_state()
+
+    def _finalized(self, target: BatchState, age: float | None) -> None:
+        if age is None:
+            log.info("batch %s: already finalized elsewhere; nothing written", self.batch_id)
+            return
+        metrics.observe("cj_batch_duration_seconds", age, state=target.value)
+        if self._last_result_at is not None:
+            metrics.observe("cj_finalize_lag_seconds", time.monotonic() - self._last_result_at)

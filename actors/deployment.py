@@ -25,6 +25,7 @@ def deploy(settings: Settings) -> dict[str, ray.actor.ActorHandle]:
     """Start (or find) the provider pool, the scoring pool, the Supervisor and the outbox publisher; wait
     until they answer."""
     from actors.limiter import RateLimiter
+    from actors.metrics_server import MetricsServer
     from actors.outbox import OutboxPublisher
     from actors.provider_worker import ProviderWorker
     from actors.scoring import ScoringActor
@@ -32,12 +33,14 @@ def deploy(settings: Settings) -> dict[str, ray.actor.ActorHandle]:
 
     common = {"namespace": settings.ray_namespace, "lifetime": "detached", "get_if_exists": True}
     handles: dict[str, ray.actor.ActorHandle] = {}
+    handles[names.METRICS] = MetricsServer.options(name=names.METRICS, **common).remote(settings)
     handles[names.LIMITER] = RateLimiter.options(name=names.LIMITER, **common).remote(settings.limits())
     ray.get(handles[names.LIMITER].__ray_ready__.remote())  # workers look it up in their constructors
     for i in range(settings.workers):
         handles[names.provider(i)] = ProviderWorker.options(name=names.provider(i), **common).remote(i, settings)
     for i in range(settings.scorers):
-        handles[names.scoring(i)] = ScoringActor.options(name=names.scoring(i), **common).remote()
+        handles[names.scoring(i)] = ScoringActor.options(name=names.scoring(i), **common).remote(
+            settings.ray_namespace)
     handles[names.SUPERVISOR] = Supervisor.options(name=names.SUPERVISOR, **common).remote(settings)
     handles[names.OUTBOX] = OutboxPublisher.options(name=names.OUTBOX, **common).remote(settings)
     ray.get([h.__ray_ready__.remote() for h in handles.values()])
@@ -46,8 +49,8 @@ def deploy(settings: Settings) -> dict[str, ray.actor.ActorHandle]:
 
 def teardown(settings: Settings) -> None:
     """Kill the long-lived actors of the settings' namespace (tests, and `down` of a shared cluster)."""
-    wanted = [names.LIMITER, names.SUPERVISOR, names.OUTBOX, *map(names.provider, range(settings.workers)),
-              *map(names.scoring, range(settings.scorers))]
+    wanted = [names.LIMITER, names.SUPERVISOR, names.OUTBOX, names.METRICS,
+              *map(names.provider, range(settings.workers)), *map(names.scoring, range(settings.scorers))]
     for name in wanted:
         try:
             ray.kill(ray.get_actor(name, namespace=settings.ray_namespace), no_restart=True)
@@ -86,3 +89,8 @@ def shutdown(settings: Settings, drain_timeout_s: float) -> dict[str, int]:
                 pass
     teardown(settings)
     return summary
+
+
+def metrics_url(settings: Settings) -> str:
+    """Where the deployment's /metrics is served (CJ_METRICS_PORT on the node running `cj-metrics`)."""
+    return str(ray.get(ray.get_actor(names.METRICS, namespace=settings.ray_namespace).url.remote()))

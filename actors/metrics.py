@@ -1,27 +1,79 @@
-"""Metrics hooks (ray.util.metrics, exported by each node's metrics agent). Created lazily inside the
-process that records them: a metric object must not be built at import time in a process that only
-holds a handle."""
+"""Recording metrics from any actor, on any node: each process buffers what it records and sends it to
+the one `cj-metrics` actor (actors/metrics_server.py) every half second, which serves everything at
+`/metrics`. Metrics never slow or break a batch: sending is fire-and-forget, and what cannot be sent is
+kept (up to a cap) for the next try.
+
+    metrics.inc("llm_provider_requests_total", provider="anthropic", model=m, outcome="ok")
+    metrics.observe("cj_bt_fit_seconds", 0.004)
+    metrics.set_gauge("cj_supervisor_last_run_timestamp", time.time())
+"""
 
 from __future__ import annotations
 
-from functools import cache
+import asyncio
+import contextlib
+import logging
 
-from ray.util.metrics import Counter, Histogram
+import ray
+
+from actors import names
+from cjcore.metrics_catalog import BY_NAME
+
+log = logging.getLogger(__name__)
+
+FLUSH_S = 0.5
+MAX_BUFFERED = 50_000
+
+Event = tuple[str, str, tuple[tuple[str, str], ...], float]  # (kind, name, labels, value)
+
+_events: list[Event] = []
+_namespace: str | None = None
+_task: asyncio.Task[None] | None = None
 
 
-@cache
-def provider_errors() -> Counter:
-    return Counter("llm_provider_api_errors_total", "Provider calls that failed, by type and HTTP status",
-                   tag_keys=("provider", "error_type", "http_status_code"))
+def configure(namespace: str) -> None:
+    """Call in the actor's constructor: where this process sends its metrics."""
+    global _namespace
+    _namespace = namespace
 
 
-@cache
-def provider_requests() -> Counter:
-    return Counter("llm_provider_requests_total", "Provider calls by outcome",
-                   tag_keys=("provider", "model", "outcome"))
+def _record(kind: str, name: str, value: float, labels: dict[str, str]) -> None:
+    global _task
+    metric = BY_NAME[name]  # a KeyError here is a typo in our code, caught by the tests
+    assert set(labels) == set(metric.labels), (name, sorted(labels))
+    if len(_events) < MAX_BUFFERED:
+        _events.append((kind, name, tuple(sorted((k, str(v)) for k, v in labels.items())), float(value)))
+    if _task is None or _task.done():
+        with contextlib.suppress(RuntimeError):  # no running loop: the next async caller flushes
+            _task = asyncio.get_running_loop().create_task(_flush_soon())
 
 
-@cache
-def rate_limit_wait() -> Histogram:
-    return Histogram("cj_rate_limit_wait_seconds", "Time a request waited for the pool's rate limit",
-                     boundaries=[0.001, 0.01, 0.1, 0.5, 1, 2, 5, 10, 30, 60])
+def inc(name: str, value: float = 1.0, **labels: str) -> None:
+    _record("inc", name, value, labels)
+
+
+def observe(name: str, value: float, **labels: str) -> None:
+    _record("observe", name, value, labels)
+
+
+def set_gauge(name: str, value: float, **labels: str) -> None:
+    _record("set", name, value, labels)
+
+
+async def _flush_soon() -> None:
+    await asyncio.sleep(FLUSH_S)
+    await flush()
+
+
+async def flush() -> None:
+    """Send what is buffered now (a coordinator calls this before it exits)."""
+    if not _events or _namespace is None:
+        return
+    batch = _events[:]
+    del _events[: len(batch)]
+    try:
+        server = ray.get_actor(names.METRICS, namespace=_namespace)
+        await server.record.remote(batch)
+    except (ValueError, ray.exceptions.RayError) as exc:
+        log.debug("metrics not sent (%s); kept for the next try", type(exc).__name__)
+        _events[:0] = batch[: MAX_BUFFERED - len(_events)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 SUPERVISOR = "cj-supervisor"
 LIMITER = "cj-limiter"
 OUTBOX = "cj-outbox"
+METRICS = "cj-metrics"
 
 
 def coordinator(batch_id: str) -> str:

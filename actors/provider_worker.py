@@ -94,6 +94,7 @@ class ProviderWorker:
     async def __init__(self, index: int, settings: Settings):
         self.index = index
         self._settings = settings
+        metrics.configure(settings.ray_namespace)
         from actors import provider_call
 
         self._compare = provider_call.compare
@@ -212,8 +213,23 @@ class ProviderWorker:
                 self._known.discard(req.correlation_id)
                 self._release()
                 continue
-            metrics.rate_limit_wait().observe(waited)
+            metrics.observe("cj_rate_limit_wait_seconds", waited)
             asyncio.get_running_loop().create_task(self._call(req, key, grant))
+
+    def _record_metrics(self, req: ComparisonRequest, result: ComparisonResult) -> None:
+        who = {"provider": self._provider, "model": req.model}
+        metrics.inc("llm_provider_requests_total", **who,
+                    outcome="ok" if result.error_type is None else result.error_type.value)
+        metrics.observe("llm_provider_latency_seconds", result.latency_ms / 1000.0, **who)
+        if result.error_type is not None:
+            metrics.inc("llm_provider_api_errors_total", provider=self._provider, error_type=result.error_type.value,
+                        http_status_code=str(result.http_status or 0))
+        for kind, n in (("input", result.input_tokens), ("output", result.output_tokens),
+                        ("cache_read", result.cache_read_tokens), ("cache_write", result.cache_write_tokens)):
+            if n:
+                metrics.inc("llm_provider_tokens_total", n, **who, kind=kind)
+        if result.cost_usd:
+            metrics.inc("llm_provider_cost_usd_total", result.cost_usd, **who)
 
     def _release(self) -> None:
         self._slots.release()
@@ -239,12 +255,8 @@ class ProviderWorker:
             await self._limiter.report.remote(key, grant, outcome.headers, usage, pause)
         except RayError as exc:  # a restarting limiter relearns from the next response's headers
             log.warning("rate limiter unavailable for a report (%s)", type(exc).__name__)
-        outcome_label = "ok" if result.error_type is None else result.error_type.value
-        metrics.provider_requests().inc(tags={"provider": self._provider, "model": req.model,
-                                              "outcome": outcome_label})
+        self._record_metrics(req, result)
         if result.error_type is not None:
-            metrics.provider_errors().inc(tags={"provider": self._provider, "error_type": result.error_type.value,
-                                                "http_status_code": str(status or 0)})
             # One structured line per failure: ids, status and limits; never the key or essay text.
             log.warning("provider error %s", json.dumps({
                 "event": "provider_error", "batch_id": req.batch_id, "correlation_id": req.correlation_id,

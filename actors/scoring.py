@@ -6,18 +6,26 @@ coordinator holds one), so numpy/choix/scipy are imported inside the actor, not 
 
 from __future__ import annotations
 
+import time
+
 import ray
 
+from actors import metrics
 from cjcore.contracts import Comparison
 from cjcore.scores import BTFit
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class ScoringActor:
-    def __init__(self) -> None:
+    async def __init__(self, namespace: str) -> None:
         from cjcore import bradley_terry
 
         self._bt = bradley_terry
+        metrics.configure(namespace)
 
-    def fit(self, essay_ids: list[str], comparisons: list[Comparison], alpha: float) -> BTFit:
-        return self._bt.fit(essay_ids, comparisons, alpha)
+    async def fit(self, essay_ids: list[str], comparisons: list[Comparison], alpha: float) -> BTFit:
+        # Async only so metrics can be flushed; a fit is milliseconds of numpy and runs to the end.
+        started = time.perf_counter()
+        result = self._bt.fit(essay_ids, comparisons, alpha)
+        metrics.observe("cj_bt_fit_seconds", time.perf_counter() - started)
+        return result

@@ -22,7 +22,7 @@ from collections import Counter
 import ray
 from ray.exceptions import RayError
 
-from actors import names
+from actors import metrics, names
 from actors.deployment import ensure_coordinator
 from cjcore.settings import Settings
 from storage.database import make_engine
@@ -38,6 +38,7 @@ class Supervisor:
     async def __init__(self, settings: Settings):
         assert settings.database_url
         self._settings = settings
+        metrics.configure(settings.ray_namespace)
         self._repo = Repository(make_engine(settings.database_url, pool_size=2), settings.database_outage_s)
         self.actions: Counter[str] = Counter()
         self.last_run_at: float | None = None
@@ -78,6 +79,10 @@ class Supervisor:
             log.error("supervisor: batch %s: COMPLETED with anchors but no grade projections", batch_id)
         self.actions.update(done)
         self.last_run_at = time.time()
+        metrics.inc("cj_supervisor_actions_total", action="sweep")
+        for action, n in done.items():
+            metrics.inc("cj_supervisor_actions_total", n, action=action)
+        metrics.set_gauge("cj_supervisor_last_run_timestamp", self.last_run_at)
         return dict(done)
 
     async def stats(self) -> dict[str, object]:

@@ -83,7 +83,8 @@ class Settings(BaseSettings):
     batch_idle_s: float = Field(default=120.0, gt=0)  # a batch quiet this long gets its coordinator checked
 
     # Observability and events
-    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    metrics_port: int = Field(default=9464, ge=0, le=65535)  # 0: any free port (tests)
+    metrics_host: str = "127.0.0.1"  # 0.0.0.0 to let a Prometheus on another machine scrape
     event_webhook_url: str | None = None  # outbox events POSTed here, at least once
     webhook_timeout_s: float = Field(default=5.0, gt=0)
     outbox_poll_s: float = Field(default=0.5, gt=0)

@@ -208,7 +208,7 @@ def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     import ray
 
-    from actors.deployment import deploy, resume
+    from actors.deployment import deploy, metrics_url, resume
     from cjcore.sample import eng5_truth
     from simprovider.actor import NAME as SIM_NAME
     from simprovider.actor import SimProviderActor
@@ -231,7 +231,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     render.console.print(
         f"up: Ray namespace {settings.ray_namespace!r} (dashboard http://127.0.0.1:8265), "
         f"{settings.workers} provider workers → {provider}, {settings.scorers} scorer(s), supervisor; "
-        f"database ready. Next: python launch.py submit FILE --wait"
+        f"database ready; metrics at {metrics_url(settings)}. Next: python launch.py submit FILE --wait"
     )
     if resumed:
         render.console.print(f"up: resumed unfinished batches: {resumed}")

@@ -431,18 +431,22 @@ class Repository:
         ranks: dict[str, int] | None = None,
         grade_projections: Sequence[GradeProjectionOut] = (),
         meta: dict[str, Any] | None = None,
-    ) -> bool:
+    ) -> float | None:
         """Reach a terminal state exactly once, with scores, projections and one outbox event, in one
-        transaction. False (and nothing written) if the batch was already terminal."""
+        transaction. Returns the batch's age in seconds (submit → now); None (and nothing written) if
+        the batch was already terminal."""
         assert target in TERMINAL_STATES
         async with self.engine.begin() as conn:
             if not await self._transition(conn, batch_id, target, meta, reason=reason):
-                return False
-            await conn.execute(
-                update(batches)
-                .where(batches.c.batch_id == batch_id)
-                .values(status=BatchStatus(target.value), finished_at=func.now())
-            )
+                return None
+            age = (
+                await conn.execute(
+                    update(batches)
+                    .where(batches.c.batch_id == batch_id)
+                    .values(status=BatchStatus(target.value), finished_at=func.now())
+                    .returning(func.extract("epoch", batches.c.finished_at - batches.c.created_at))
+                )
+            ).scalar_one()
             await self._write_scores(conn, batch_id, scores or {}, ranks or {})
             if grade_projections:
                 await conn.execute(
@@ -470,7 +474,7 @@ class Repository:
                     },
                 )
             )
-            return True
+            return float(age)
 
     # ----------------------------------------------------------------------------------------------
     # Reading
@@ -783,6 +787,30 @@ SELECT batch_id FROM cj_batch_health
         """The batch's completion/failure/cancellation event, once it exists."""
         events = await self.events(batch_id)
         return events[0] if events else None
+
+    async def metrics_snapshot(self, idle_s: float) -> dict[str, Any]:
+        """What /metrics reads from the record at each scrape (actors/metrics_server.py)."""
+        async with self.engine.connect() as conn:
+            by_state = dict((await conn.execute(text(
+                "SELECT state::text, count(*) FROM cj_batch_states GROUP BY state"))).all())
+            head = (await conn.execute(text("""
+SELECT coalesce(sum(submitted_comparisons), 0) AS submitted, coalesce(sum(completed_comparisons), 0) AS completed,
+       coalesce(sum(failed_comparisons), 0) AS failed,
+       count(*) FILTER (WHERE state NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')
+                          AND last_activity_at < now() - make_interval(secs => :idle)) AS stuck,
+       (SELECT count(*) FROM cj_comparison_pairs WHERE error_code = 'QUEUE_TIMEOUT') AS expired,
+       (SELECT count(*) FROM cj_comparison_pairs WHERE retry_of IS NOT NULL) AS retried,
+       (SELECT count(*) FROM cj_event_outbox WHERE published_at IS NULL) AS outbox_unpublished,
+       (SELECT count(*) FROM cj_batch_health WHERE state = 'COMPLETED' AND anchors > 0 AND essays > anchors
+                                              AND projections = 0) AS no_projections
+  FROM cj_batch_states"""), {"idle": idle_s})).one()
+        return {
+            "batches": {state.value: int(by_state.get(state.value, 0)) for state in BatchState},
+            "comparisons": {"submitted": head.submitted, "completed": head.completed, "failed": head.failed,
+                            "expired": head.expired, "retried": head.retried},
+            "stuck": head.stuck, "no_projections": head.no_projections,
+            "outbox_unpublished": head.outbox_unpublished,
+        }
 
     async def active_batch_ids(self) -> list[str]:
         async with self.engine.connect() as conn:

@@ -79,6 +79,7 @@ def stack(pg_url: str, sim_server: SimProvider, tmp_path_factory: pytest.TempPat
         max_processing_seconds=3600,
         provider_timeout_s=5,
         result_delivery_timeout_s=30,
+        metrics_port=0,  # any free port: tests never collide with a running `up`
     )
     ray.init(address="local", namespace=settings.ray_namespace, include_dashboard=False, log_to_driver=False,
              configure_logging=False)
@@ -108,3 +109,16 @@ def deployment(stack: Settings) -> Iterator[Any]:
     yield make
     for settings in made:
         teardown(settings)
+
+
+@pytest.fixture(scope="module")
+def deployment_module(stack: Settings, sim_server: SimProvider) -> Iterator[tuple[Settings, SimProvider]]:
+    """A deployment of its own (namespace, pools, metrics endpoint) shared by one test module."""
+    from actors.deployment import deploy, teardown
+
+    settings = stack.model_copy(update={"ray_namespace": f"cj-m-{secrets.token_hex(3)}"})
+    deploy(settings)
+    sim_server.reset_stats()
+    yield settings, sim_server
+    teardown(settings)
+    sim_server.configure(**{k: v for k, v in SimConfig(seed=1).__dict__.items() if k != "seed"})

@@ -91,7 +91,7 @@ def test_the_database_refuses_a_changed_budget_or_a_change_out_of_a_terminal_sta
     with pytest.raises(DBAPIError, match="ck_cj_submitted_le_budget"):
         sql(stack, "UPDATE cj_batch_states SET submitted_comparisons = 4 WHERE batch_id = :b", b=result.batch_id)
     # A second finalization writes nothing: still one event.
-    assert repo_call(stack, "finalize", result.batch_id, BatchState.COMPLETED, "again") is False
+    assert repo_call(stack, "finalize", result.batch_id, BatchState.COMPLETED, "again") is None
     assert len(repo_call(stack, "events", result.batch_id)) == 1
 
 
