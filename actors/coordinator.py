@@ -64,6 +64,7 @@ def _newer(a: Counters, b: Counters) -> Counters:
 class BatchCoordinator:
     async def __init__(self, batch_id: str, settings: Settings):
         self.batch_id = batch_id
+        self._log = logging.LoggerAdapter(log, {"batch_id": batch_id})  # a field on every JSON line
         self._settings = settings
         metrics.configure(settings.ray_namespace)
         self._last_result_at: float | None = None  # monotonic time of the last result recorded here
@@ -107,7 +108,7 @@ class BatchCoordinator:
             await self._dispatch(snap.pending)
         self._task = asyncio.get_running_loop().create_task(self._run())
         self._wake.set()
-        log.info("batch %s: coordinator up in %s, %s", batch_id, self._state.value, self._counters)
+        self._log.info("batch %s: coordinator up in %s, %s", batch_id, self._state.value, self._counters)
 
     # -- messages -----------------------------------------------------------------------------------
 
@@ -133,7 +134,7 @@ class BatchCoordinator:
             self._last_result_at = time.monotonic()
         for r in results:
             if r.correlation_id not in recorded:
-                log.info("batch %s: result for %s already recorded; ignored", self.batch_id, r.correlation_id)
+                self._log.info("batch %s: result for %s already recorded; ignored", self.batch_id, r.correlation_id)
                 continue
             if r.error_type in NOT_JUDGED:
                 self._not_judged += 1
@@ -180,10 +181,10 @@ class BatchCoordinator:
                 async with self._lock:
                     await self._step()
         except Exception:
-            log.exception("batch %s: coordinator loop failed; exiting so Ray restarts it", self.batch_id)
+            self._log.exception("batch %s: coordinator loop failed; exiting so Ray restarts it", self.batch_id)
             ray.kill(ray.get_runtime_context().current_actor, no_restart=False)
             return
-        log.info("batch %s: %s; coordinator exits", self.batch_id, self._state.value)
+        self._log.info("batch %s: %s; coordinator exits", self.batch_id, self._state.value)
         await metrics.flush()
         # A finished coordinator holds ~50 MB for nothing: leave (no restart for a clean exit).
         ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
@@ -243,7 +244,7 @@ class BatchCoordinator:
         self._counters = _newer(self._counters, counters)
         self._state = BatchState.WAITING_CALLBACKS
         self._track(rows)
-        log.info("batch %s: round %d, %d pairs committed (budget %d, submitted %d; %s)", self.batch_id, iteration,
+        self._log.info("batch %s: round %d, %d pairs committed (budget %d, submitted %d; %s)", self.batch_id, iteration,
                  len(rows), c.total_budget, counters.submitted, self._completion_note())
         await self._dispatch(rows)
         self._wake.set()
@@ -265,7 +266,7 @@ class BatchCoordinator:
         self._wake.set()
         c = self._counters
         if failing(c, self._policy, self._not_judged):
-            log.info("batch %s: %d failed attempts not retried: %d valid of %d attempts is below %.0f%%",
+            self._log.info("batch %s: %d failed attempts not retried: %d valid of %d attempts is below %.0f%%",
                      self.batch_id, len(owed), c.completed, c.completed + c.failed,
                      100 * self._policy.min_success_rate)
             return
@@ -281,7 +282,7 @@ class BatchCoordinator:
         self._counters = _newer(self._counters, counters)
         rows = [Attempt(cid, r.essay_a_id, r.essay_b_id, r.attempt) for cid, r in planned if cid in inserted]
         self._track(rows)
-        log.info("batch %s: round %d, %d failed attempts retried (submitted %d of budget %d; %s)", self.batch_id,
+        self._log.info("batch %s: round %d, %d failed attempts retried (submitted %d of budget %d; %s)", self.batch_id,
                  counters.iterations, len(rows), counters.submitted, counters.total_budget, self._completion_note())
         await self._dispatch(rows)
 
@@ -316,10 +317,10 @@ class BatchCoordinator:
                         await worker.enqueue.remote(part)
                         return
                     except RayError as exc:
-                        log.warning("batch %s: worker unavailable for %d requests (%s); trying the next",
+                        self._log.warning("batch %s: worker unavailable for %d requests (%s); trying the next",
                                     self.batch_id, len(part), type(exc).__name__)
                 if time.monotonic() > deadline:
-                    log.error("batch %s: no worker took %d requests; the Supervisor will expire and retry them",
+                    self._log.error("batch %s: no worker took %d requests; the Supervisor will expire and retry them",
                               self.batch_id, len(part))
                     return
                 await asyncio.sleep(delay)
@@ -345,7 +346,7 @@ class BatchCoordinator:
                            "stability_threshold": self._policy.stability_threshold,
                            "last_max_change": None if change is None else round(change, 4)},
         }
-        log.info(
+        self._log.info(
             "batch %s: round %d scored: ssr %.3f, position bias %.3f ± %.3f, max change %s (stable below %g), "
             "%s; %s",
             self.batch_id, self._counters.iterations, fit.ssr, fit.position_bias, fit.position_bias_se,
@@ -387,7 +388,7 @@ class BatchCoordinator:
 
     def _finalized(self, target: BatchState, age: float | None) -> None:
         if age is None:
-            log.info("batch %s: already finalized elsewhere; nothing written", self.batch_id)
+            self._log.info("batch %s: already finalized elsewhere; nothing written", self.batch_id)
             return
         metrics.observe("cj_batch_duration_seconds", age, state=target.value)
         if self._last_result_at is not None:

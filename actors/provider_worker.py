@@ -262,5 +262,5 @@ class ProviderWorker:
                 "event": "provider_error", "batch_id": req.batch_id, "correlation_id": req.correlation_id,
                 "error_type": result.error_type.value, "http_status": status, "model": req.model,
                 "request_id": result.provider_request_id, "ratelimit": outcome.headers,
-            }))
+            }), extra={"batch_id": req.batch_id, "correlation_id": req.correlation_id})
         self._sender.add(result)

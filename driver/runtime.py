@@ -58,12 +58,15 @@ def init_ray(settings: Settings, *, local: bool) -> None:
 
     if ray.is_initialized():
         return
+    # Every actor of the job logs JSON lines with Ray's fields (actor_name, actor_id, node_id, job_id…)
+    # plus ours (batch_id, correlation_id) at CJ_LOG_LEVEL.
+    logging_config = ray.LoggingConfig(encoding="JSON", log_level=settings.log_level)
     if local:
         ray.init(address="local", namespace=settings.ray_namespace, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
+                 log_to_driver=False, configure_logging=False, logging_config=logging_config)
     else:
         ray.init(address=settings.ray_address or "auto", namespace=settings.ray_namespace, log_to_driver=False,
-                 configure_logging=False)
+                 configure_logging=False, logging_config=logging_config)
 
 
 def start_ray_head(dashboard_port: int = 8265) -> None:

@@ -67,6 +67,7 @@ def stack(pg_url: str, sim_server: SimProvider, tmp_path_factory: pytest.TempPat
     import ray
 
     from actors.deployment import deploy
+    from driver.runtime import init_ray
 
     settings = Settings(
         database_url=pg_url,
@@ -81,8 +82,7 @@ def stack(pg_url: str, sim_server: SimProvider, tmp_path_factory: pytest.TempPat
         result_delivery_timeout_s=30,
         metrics_port=0,  # any free port: tests never collide with a running `up`
     )
-    ray.init(address="local", namespace=settings.ray_namespace, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
+    init_ray(settings, local=True)
     deploy(settings)
     yield settings
     ray.shutdown()

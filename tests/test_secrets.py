@@ -1,11 +1,14 @@
-"""The API key and essay text never reach Ray's session logs, results or the database's error columns."""
+"""The API key and essay text never reach Ray's session logs, results or the database's error columns; the
+actors' logs are JSON lines carrying the actor's name and the batch and correlation ids."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import ray
 
+from actors import names
 from cjcore.sample import eng5_request
 from tests.conftest import TEST_API_KEY
 from tests.helpers import run_batch, sql
@@ -32,3 +35,16 @@ def test_no_key_or_essay_text_in_logs_results_or_rows(stack, sim):
                       "WHERE batch_id = :b", b=result.batch_id)
     assert not any(TEST_API_KEY in r[0] or any(s in r[0] for s in essay_snippets) for r in rows)
     assert "sk-ant" not in repr(stack) and TEST_API_KEY not in repr(stack)
+
+    records = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                pass
+    mine = [r for r in records if r.get("batch_id") == result.batch_id]
+    assert any(r.get("actor_name") == names.coordinator(result.batch_id) and "round" in r["message"] for r in mine)
+    failures = [r for r in mine if "provider error" in r["message"]]
+    assert failures and all(r.get("correlation_id") and r.get("actor_name", "").startswith("cj-provider-")
+                            for r in failures)
