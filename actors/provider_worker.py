@@ -19,6 +19,7 @@ import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from typing import Any
 
 import ray
 from ray.exceptions import RayError
@@ -237,11 +238,19 @@ class ProviderWorker:
         self._progress.set()
 
     async def _call(self, req: ComparisonRequest, key: str, grant: object) -> None:
+        # In call until its result is with the sender: `drain` must not see quiet before that.
         try:
-            self._calls += 1
-            outcome = await self._compare(self._client, req, self._settings.price_for(req.model))
+            try:
+                self._calls += 1
+                outcome = await self._compare(self._client, req, self._settings.price_for(req.model))
+            finally:
+                self._slots.release()
+            await self._handle(req, key, grant, outcome)
         finally:
-            self._release()
+            self._in_call -= 1
+            self._progress.set()
+
+    async def _handle(self, req: ComparisonRequest, key: str, grant: object, outcome: Any) -> None:
         result = outcome.result
         status = result.http_status
         if status == 429:

@@ -116,7 +116,8 @@ def in_flight(settings: Settings, batch_id: str) -> list[Any]:
 
 
 class WebhookReceiver:
-    """A webhook endpoint in a thread: records every POST; answers 503 to the first `fail_first`."""
+    """A webhook endpoint in a thread: records every POST; answers 503 to the first `fail_first`
+    deliveries of each event id."""
 
     def __init__(self, fail_first: int = 0):
         self.fail_first = fail_first
@@ -128,7 +129,7 @@ class WebhookReceiver:
     async def _handle(self, request: web.Request) -> web.Response:
         body = json.loads(await request.text())
         self.posts.append({"key": request.headers.get("Idempotency-Key"), **body})
-        if len(self.posts) <= self.fail_first:
+        if sum(p["id"] == body["id"] for p in self.posts) <= self.fail_first:
             return web.Response(status=503)
         return web.Response(status=204)
 
