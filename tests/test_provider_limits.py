@@ -27,13 +27,13 @@ def _small_batches(n, prefix, size=5):
             for i in range(n)]
 
 
-def test_eight_workers_and_twenty_batches_stay_within_the_limit(deployment, sim):
+def test_eight_workers_and_twelve_batches_stay_within_the_limit(deployment, sim):
     rpm = 1200  # 20 a second
     settings = deployment(workers=8, requests_per_minute=rpm)
     # The server runs the same bucket as ours, holding one second's worth at the start: every request
     # beyond what the limit allows is refused with a 429, so no 429 means never over the limit.
     sim.configure(rpm=rpm, initial_s=1.0)
-    results = run_batches(settings, _small_batches(20, "w8"))
+    results = run_batches(settings, _small_batches(12, "w8"))
     assert all(r.state.value == "COMPLETED" for r in results)
     arrivals = sim.arrivals
     ((answered, rows),) = sql(settings, "SELECT count(*) FILTER (WHERE http_status IS NOT NULL), count(*) "
@@ -41,12 +41,12 @@ def test_eight_workers_and_twenty_batches_stay_within_the_limit(deployment, sim)
                               b=[r.batch_id for r in results])
     # Under ~30 processes on 2 cores an attempt can time out in the client before it reaches the server;
     # it is then an error row, so arrivals lie between the answered rows and all rows.
-    assert rows == 200 and answered <= len(arrivals) <= rows
+    assert rows == 120 and answered <= len(arrivals) <= rows
     assert sim.stats["rate_limited"] == 0
     span = arrivals[-1] - arrivals[0]
     # How close to the limit a saturated pool gets is measured by `launch.py bench ratelimit`; here the
-    # twenty coordinators start one after another on two cores, so the pool is not always saturated.
-    print(f"\n8 workers, 20 batches: {len(arrivals)} requests in {span:.1f}s "
+    # twelve coordinators start one after another on two cores, so the pool is not always saturated.
+    print(f"\n8 workers, 12 batches: {len(arrivals)} requests in {span:.1f}s "
           f"({(len(arrivals) - 1) / span * 60:.0f}/min, limit {rpm})")
 
 
