@@ -314,7 +314,8 @@ def cmd_loadtest(args: argparse.Namespace, settings: Settings) -> int:
         update.update(supervisor_interval_s=1.0, max_processing_seconds=args.max_processing_seconds,
                       batch_idle_s=args.max_processing_seconds)
     settings = settings.model_copy(update=update)
-    plan = LoadPlan(batches=args.batches, max_comparisons=args.max_comparisons, chaos=args.chaos,
+    plan = LoadPlan(batches=args.batches, max_comparisons=args.max_comparisons, students=args.students,
+                    concurrency=args.concurrency, rpm=args.rpm, chaos=args.chaos,
                     kill_every_s=args.kill_every, pg_restart_after_s=args.pg_restart_after if args.chaos else None,
                     timeout_s=args.timeout, seed=args.seed or 0)
     if not args.json:
@@ -430,7 +431,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     lt = sub.add_parser("loadtest", help="many ENG5-shaped batches at once; --chaos kills actors meanwhile")
     lt.add_argument("--batches", type=_positive_int("--batches"), default=30)
-    lt.add_argument("--max-comparisons", type=_positive_int("--max-comparisons"), default=60)
+    lt.add_argument("--max-comparisons", "--budget", type=_positive_int("--max-comparisons"), default=60)
+    lt.add_argument("--students", type=_positive_int("--students"), default=12,
+                    help="students per batch besides the 12 ENG5 anchors")
+    lt.add_argument("--concurrency", type=_positive_int("--concurrency"), default=None,
+                    help="batches in flight at once (default: all)")
     lt.add_argument("--fault-rate", type=_rate("--fault-rate"), default=0.2,
                     help="share of provider calls that fail (500, 529, malformed, hang)")
     lt.add_argument("--latency-ms", type=float, default=50.0)

@@ -32,6 +32,9 @@ from simprovider.server import SimProvider
 class LoadPlan:
     batches: int
     max_comparisons: int = 60
+    students: int = 12  # per batch, besides the 12 ENG5 anchors (the sample has 12; more are generated)
+    concurrency: int | None = None  # batches in flight at once (None: all)
+    rpm: int | None = None  # the pool's requests/min, for rate_limit_use
     chaos: bool = False
     kill_every_s: float = 3.0
     pg_restart_after_s: float | None = None  # with chaos and an embedded database
@@ -95,28 +98,102 @@ async def _pg_restarter(pgdata: Path, plan: LoadPlan, chaos: Chaos, stop: asynci
 async def run_load(settings: Settings, sim: SimProvider, plan: LoadPlan, pgdata: Path | None) -> dict[str, Any]:
     from driver.api import CJClient
 
-    base = eng5_request()
+    base = eng5_shaped(plan.students)
     base.update(max_comparisons=plan.max_comparisons, pair_generation_seed=None)
     chaos = Chaos()
     stop = asyncio.Event()
     sim.reset_stats()
+    gate = asyncio.Semaphore(plan.concurrency or plan.batches)
+    latencies: dict[str, float] = {}
+    memory = asyncio.create_task(_peak_memory_mb(stop))
     async with CJClient(settings) as client:
         started = time.monotonic()
-        ids = list(await asyncio.gather(*(client.submit(dict(base)) for _ in range(plan.batches))))
+
+        async def one() -> str:
+            async with gate:
+                t0 = time.monotonic()
+                batch_id = await client.submit(dict(base))
+                try:
+                    await client.wait(batch_id, timeout_s=plan.timeout_s, poll_s=0.25)
+                finally:
+                    latencies[batch_id] = time.monotonic() - t0
+                return batch_id
+
+        tasks = [asyncio.create_task(one()) for _ in range(plan.batches)]
         side = []
         if plan.chaos:
             side.append(asyncio.create_task(_killer(settings, plan, chaos, stop)))
             if pgdata is not None and plan.pg_restart_after_s is not None:
                 side.append(asyncio.create_task(_pg_restarter(pgdata, plan, chaos, stop)))
         try:
-            results = await asyncio.gather(
-                *(client.wait(b, timeout_s=plan.timeout_s, poll_s=0.25) for b in ids), return_exceptions=True
-            )
+            # Fairness: a small batch submitted while the load is queued should finish in seconds.
+            small_started = time.monotonic()
+            small = await client.submit({"essays": [{"essay_id": f"s{i}", "text": f"A short essay, number {i}."}
+                                                    for i in range(4)], "max_comparisons": 6})
+            await client.wait(small, timeout_s=plan.timeout_s, poll_s=0.1)
+            small_latency = time.monotonic() - small_started
+            results = await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             stop.set()
             await asyncio.gather(*side, return_exceptions=True)
         wall = time.monotonic() - started
-        return await _report(client, ids, results, wall, sim, chaos, plan)
+        ids = [r for r in results if isinstance(r, str)] or list(latencies)
+        report = await _report(client, list(latencies), results, wall, sim, chaos, plan)
+        ordered = sorted(latencies.values())
+        report.update(
+            batch_latency_p50_s=round(_quantile(ordered, 0.5), 2),
+            batch_latency_p95_s=round(_quantile(ordered, 0.95), 2),
+            small_batch_latency_s=round(small_latency, 2),
+            http_429_share=round(sim.stats["rate_limited"] / max(1, sim.stats["requests"]), 4),
+            rate_limit_use=round(sim.stats["requests"] / (wall / 60) / plan.rpm, 3) if plan.rpm else None,
+        )
+        baseline, peak = await memory
+        live = max(1, min(len(ids), plan.concurrency or len(ids)))
+        report.update(peak_memory_mb=round(peak), memory_per_batch_mb=round((peak - baseline) / live, 1))
+        return report
+
+
+def eng5_shaped(students: int) -> dict[str, Any]:
+    """The ENG5 sample with `students` students: the sample's 12, then more made from them (new text, so
+    the simulated judge gives them their own quality)."""
+    request = eng5_request()
+    anchors = [e for e in request["essays"] if e.get("is_anchor")]
+    sample = [e for e in request["essays"] if not e.get("is_anchor")]
+    made = [dict(e) if i < len(sample) else
+            {"essay_id": f"student-x{i:03d}", "text": f"{e['text']}\n(Draft {i}.)"}
+            for i, e in ((i, sample[i % len(sample)]) for i in range(students))]
+    request["essays"] = anchors + made
+    return request
+
+
+def _quantile(ordered: list[float], q: float) -> float:
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _peak_memory_mb(stop: asyncio.Event) -> tuple[float, float]:
+    """(Before the load, peak) resident memory of this process and its descendants (a local Ray's raylet,
+    workers and actors), in MB."""
+    import psutil
+
+    me = psutil.Process()
+    peak = 0.0
+    baseline: float | None = None
+    while not stop.is_set():
+        total = 0
+        for proc in [me, *me.children(recursive=True)]:
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:
+                pass
+        peak = max(peak, total / 2**20)
+        baseline = total / 2**20 if baseline is None else baseline
+        try:
+            await asyncio.wait_for(stop.wait(), 1.0)
+        except TimeoutError:
+            pass
+    return baseline or 0.0, peak
 
 
 async def _report(client: Any, ids: list[str], results: list[Any], wall: float, sim: SimProvider, chaos: Chaos,
@@ -150,6 +227,7 @@ SELECT count(*) AS attempts,
     recorded = row.valid + row.errors
     return {
         "batches": len(ids),
+        "comparisons": recorded,
         "terminal": terminal,
         "completed": states.get("COMPLETED", 0),
         "failed": states.get("FAILED", 0),
