@@ -245,7 +245,7 @@ class BatchCoordinator:
         self._state = BatchState.WAITING_CALLBACKS
         self._track(rows)
         self._log.info("batch %s: round %d, %d pairs committed (budget %d, submitted %d; %s)", self.batch_id, iteration,
-                 len(rows), c.total_budget, counters.submitted, self._completion_note())
+                       len(rows), c.total_budget, counters.submitted, self._completion_note())
         await self._dispatch(rows)
         self._wake.set()
 
@@ -267,8 +267,8 @@ class BatchCoordinator:
         c = self._counters
         if failing(c, self._policy, self._not_judged):
             self._log.info("batch %s: %d failed attempts not retried: %d valid of %d attempts is below %.0f%%",
-                     self.batch_id, len(owed), c.completed, c.completed + c.failed,
-                     100 * self._policy.min_success_rate)
+                           self.batch_id, len(owed), c.completed, c.completed + c.failed,
+                           100 * self._policy.min_success_rate)
             return
         planned = [(new_correlation_id(), r) for r in plan_retries(owed, c.total_budget - c.submitted,
                                                                     self._fresh_pairs)]
@@ -282,8 +282,9 @@ class BatchCoordinator:
         self._counters = _newer(self._counters, counters)
         rows = [Attempt(cid, r.essay_a_id, r.essay_b_id, r.attempt) for cid, r in planned if cid in inserted]
         self._track(rows)
-        self._log.info("batch %s: round %d, %d failed attempts retried (submitted %d of budget %d; %s)", self.batch_id,
-                 counters.iterations, len(rows), counters.submitted, counters.total_budget, self._completion_note())
+        self._log.info("batch %s: round %d, %d failed attempts retried (submitted %d of budget %d; %s)",
+                       self.batch_id, counters.iterations, len(rows), counters.submitted, counters.total_budget,
+                       self._completion_note())
         await self._dispatch(rows)
 
     def _fresh_pairs(self, k: int) -> list[PlannedPair]:
@@ -318,10 +319,10 @@ class BatchCoordinator:
                         return
                     except RayError as exc:
                         self._log.warning("batch %s: worker unavailable for %d requests (%s); trying the next",
-                                    self.batch_id, len(part), type(exc).__name__)
+                                          self.batch_id, len(part), type(exc).__name__)
                 if time.monotonic() > deadline:
                     self._log.error("batch %s: no worker took %d requests; the Supervisor will expire and retry them",
-                              self.batch_id, len(part))
+                                    self.batch_id, len(part))
                     return
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, 2.0)

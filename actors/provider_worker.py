@@ -234,6 +234,9 @@ class ProviderWorker:
 
     def _release(self) -> None:
         self._slots.release()
+        self._call_ended()
+
+    def _call_ended(self) -> None:
         self._in_call -= 1
         self._progress.set()
 
@@ -247,8 +250,7 @@ class ProviderWorker:
                 self._slots.release()
             await self._handle(req, key, grant, outcome)
         finally:
-            self._in_call -= 1
-            self._progress.set()
+            self._call_ended()
 
     async def _handle(self, req: ComparisonRequest, key: str, grant: object, outcome: Any) -> None:
         result = outcome.result

@@ -137,7 +137,6 @@ async def run_load(settings: Settings, sim: SimProvider, plan: LoadPlan, pgdata:
             stop.set()
             await asyncio.gather(*side, return_exceptions=True)
         wall = time.monotonic() - started
-        ids = [r for r in results if isinstance(r, str)] or list(latencies)
         report = await _report(client, list(latencies), results, wall, sim, chaos, plan)
         ordered = sorted(latencies.values())
         report.update(
@@ -148,7 +147,7 @@ async def run_load(settings: Settings, sim: SimProvider, plan: LoadPlan, pgdata:
             rate_limit_use=round(sim.stats["requests"] / (wall / 60) / plan.rpm, 3) if plan.rpm else None,
         )
         baseline, peak = await memory
-        live = max(1, min(len(ids), plan.concurrency or len(ids)))
+        live = max(1, min(len(latencies), plan.concurrency or len(latencies)))
         report.update(peak_memory_mb=round(peak), memory_per_batch_mb=round((peak - baseline) / live, 1))
         return report
 

@@ -798,12 +798,15 @@ SELECT coalesce(sum(submitted_comparisons), 0) AS submitted, coalesce(sum(comple
        coalesce(sum(failed_comparisons), 0) AS failed,
        count(*) FILTER (WHERE state NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')
                           AND last_activity_at < now() - make_interval(secs => :idle)) AS stuck,
-       (SELECT count(*) FROM cj_comparison_pairs WHERE error_code = 'QUEUE_TIMEOUT') AS expired,
-       (SELECT count(*) FROM cj_comparison_pairs WHERE retry_of IS NOT NULL) AS retried,
+       p.expired, p.retried,
        (SELECT count(*) FROM cj_event_outbox WHERE published_at IS NULL) AS outbox_unpublished,
        (SELECT count(*) FROM cj_batch_health WHERE state = 'COMPLETED' AND anchors > 0 AND essays > anchors
                                               AND projections = 0) AS no_projections
-  FROM cj_batch_states"""), {"idle": idle_s})).one()
+  FROM cj_batch_states,
+       (SELECT count(*) FILTER (WHERE error_code = 'QUEUE_TIMEOUT') AS expired,
+               count(*) FILTER (WHERE retry_of IS NOT NULL) AS retried
+          FROM cj_comparison_pairs) AS p  -- one scan of the pairs, not two
+ GROUP BY p.expired, p.retried"""), {"idle": idle_s})).one()
         return {
             "batches": {state.value: int(by_state.get(state.value, 0)) for state in BatchState},
             "comparisons": {"submitted": head.submitted, "completed": head.completed, "failed": head.failed,
