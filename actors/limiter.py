@@ -27,35 +27,40 @@ class RateLimiter:
             self._lock[key] = asyncio.Lock()
         return self._pools[key]
 
-    async def acquire(self, key: str, input_tokens: int) -> tuple[Grant, float]:
-        """Wait until the request fits; returns the grant and the seconds waited."""
+    async def acquire(self, key: str, input_tokens: list[int]) -> tuple[list[Grant], float]:
+        """Wait until each request fits, in order (one for a Messages call, many for a Message Batch);
+        returns the grants and the seconds waited."""
         pool = self._pool(key)
         started = time.monotonic()
+        grants = []
         async with self._lock[key]:
-            while True:
-                wait, grant = pool.try_acquire(input_tokens, time.monotonic())
-                if grant is not None:
-                    break
-                await asyncio.sleep(wait)
+            for tokens in input_tokens:
+                while True:
+                    wait, grant = pool.try_acquire(tokens, time.monotonic())
+                    if grant is not None:
+                        grants.append(grant)
+                        break
+                    await asyncio.sleep(wait)
         waited = time.monotonic() - started
-        self.granted += 1
+        self.granted += len(grants)
         self.waited_s += waited
-        return grant, waited
+        return grants, waited
 
     async def report(
-        self, key: str, grant: Grant, headers: dict[str, str], usage: tuple[int, int] | None,
-        retry_after_s: float | None,
+        self, key: str, reports: list[tuple[Grant, dict[str, str], tuple[int, int] | None, float | None]]
     ) -> None:
-        """After a call: true usage (None if the request was refused), headers, and any retry-after."""
+        """After calls: per grant, the response headers, true usage (None if the request was refused) and
+        any retry-after."""
         pool = self._pool(key)
         now = time.monotonic()
-        if usage is None:
-            pool.release(grant, now)
-        else:
-            pool.settle(grant, usage[0], usage[1], now)
-        pool.observe(headers, now, grant)
-        if retry_after_s is not None:
-            pool.pause(retry_after_s, now)
+        for grant, headers, usage, retry_after_s in reports:
+            if usage is None:
+                pool.release(grant, now)
+            else:
+                pool.settle(grant, usage[0], usage[1], now)
+            pool.observe(headers, now, grant)
+            if retry_after_s is not None:
+                pool.pause(retry_after_s, now)
 
     async def stats(self) -> dict[str, object]:
         now = time.monotonic()

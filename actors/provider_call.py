@@ -11,8 +11,10 @@ correlation id), so every provider call is counted once and no request is retrie
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import anthropic
 
@@ -100,7 +102,15 @@ async def compare(client: anthropic.AsyncAnthropic, req: ComparisonRequest, pric
                                    latency_ms=ms())
         )
 
-    headers = _ratelimit_headers(raw.headers)
+    return ProviderOutcome(
+        _from_message(req, message, price, raw.http_response.status_code, message.id or raw.request_id, ms()),
+        _ratelimit_headers(raw.headers),
+    )
+
+
+def _from_message(req: ComparisonRequest, message: Any, price: ModelPrice, http_status: int,
+                  request_id: str | None, latency_ms: int, discount: float = 1.0) -> ComparisonResult:
+    """A verdict, or the error result for an answer that carries none."""
     usage = message.usage
     tokens = {
         "input_tokens": usage.input_tokens or 0,
@@ -108,25 +118,92 @@ async def compare(client: anthropic.AsyncAnthropic, req: ComparisonRequest, pric
         "cache_read_tokens": usage.cache_read_input_tokens or 0,
         "cache_write_tokens": usage.cache_creation_input_tokens or 0,
     }
-    spent = cost_usd(price, tokens["input_tokens"], tokens["output_tokens"], tokens["cache_read_tokens"],
-                     tokens["cache_write_tokens"])
-    common = {"http_status": raw.http_response.status_code, "provider_request_id": message.id or raw.request_id,
-              "cost_usd": spent, "latency_ms": ms(), **tokens}
+    spent = discount * cost_usd(price, tokens["input_tokens"], tokens["output_tokens"], tokens["cache_read_tokens"],
+                                tokens["cache_write_tokens"])
+    common = {"http_status": http_status, "provider_request_id": request_id, "cost_usd": spent,
+              "latency_ms": latency_ms, **tokens}
     if message.stop_reason == "max_tokens":  # a cut-off answer is surfaced, never parsed as a verdict
-        return ProviderOutcome(
-            ComparisonResult.error(req, ErrorType.MAX_TOKENS, "stop_reason max_tokens", **common), headers
-        )
+        return ComparisonResult.error(req, ErrorType.MAX_TOKENS, "stop_reason max_tokens", **common)
     try:
         verdict = parse_verdict(list(message.content))
     except MalformedVerdict as exc:
-        return ProviderOutcome(ComparisonResult.error(req, ErrorType.MALFORMED_OUTPUT, str(exc), **common), headers)
-    return ProviderOutcome(
-        ComparisonResult(
-            req.correlation_id, req.batch_id, verdict.winner, confidence=verdict.confidence,
-            justification=verdict.justification, **common,
-        ),
-        headers,
-    )
+        return ComparisonResult.error(req, ErrorType.MALFORMED_OUTPUT, str(exc), **common)
+    return ComparisonResult(req.correlation_id, req.batch_id, verdict.winner, confidence=verdict.confidence,
+                            justification=verdict.justification, **common)
+
+
+# -- Message Batches -------------------------------------------------------------------------------------
+
+BATCH_DISCOUNT = 0.5  # the Message Batches API bills input and output at half price
+
+# An errored batch item's error type → ours (the same classes as the Messages API's HTTP errors).
+_BATCH_ERRORS = {
+    "rate_limit_error": ErrorType.RATE_LIMIT, "overloaded_error": ErrorType.OVERLOADED,
+    "api_error": ErrorType.SERVER_ERROR, "timeout_error": ErrorType.TIMEOUT,
+    "authentication_error": ErrorType.AUTHENTICATION, "permission_error": ErrorType.AUTHENTICATION,
+}
+
+_BATCH_OTHER = {"expired": (ErrorType.TIMEOUT, "message batch item expired"),
+                "canceled": (ErrorType.CANCELLED, "message batch item canceled")}
+
+
+def _batch_failure(reqs: list[ComparisonRequest], kind: ErrorType, details: str, **kw: Any) -> list[ProviderOutcome]:
+    return [ProviderOutcome(ComparisonResult.error(r, kind, details, **kw)) for r in reqs]
+
+
+async def compare_batch(
+    client: anthropic.AsyncAnthropic, reqs: list[ComparisonRequest], price: ModelPrice, *,
+    poll_s: float, poll_max_s: float, give_up_s: float,
+) -> list[ProviderOutcome]:
+    """Many comparisons as one Message Batch: create, poll until it ends, read its results. One outcome
+    per request, in order; nothing raises for a provider failure."""
+    started = time.monotonic()
+
+    def ms() -> int:
+        return int((time.monotonic() - started) * 1000)
+
+    by_id = {r.correlation_id: r for r in reqs}
+    try:
+        batch = await client.messages.batches.create(
+            requests=[{"custom_id": r.correlation_id, "params": message_params(r)} for r in reqs]  # type: ignore[misc]
+        )
+        delay = poll_s
+        while batch.processing_status != "ended":
+            if time.monotonic() - started > give_up_s:
+                return _batch_failure(reqs, ErrorType.TIMEOUT, f"message batch {batch.id} not ended in {give_up_s:g}s",
+                                      latency_ms=ms())
+            await asyncio.sleep(delay)
+            delay = min(poll_max_s, delay * 1.5)
+            batch = await client.messages.batches.retrieve(batch.id)
+        items = {}
+        async for item in await client.messages.batches.results(batch.id):
+            items[item.custom_id] = item.result
+    except anthropic.APIStatusError as exc:
+        return _batch_failure(reqs, _status_error_type(exc), f"HTTP {exc.status_code} {type(exc).__name__}",
+                              http_status=exc.status_code, provider_request_id=exc.request_id, latency_ms=ms())
+    except anthropic.APITimeoutError:
+        return _batch_failure(reqs, ErrorType.TIMEOUT, "request timed out", latency_ms=ms())
+    except anthropic.APIConnectionError as exc:
+        return _batch_failure(reqs, ErrorType.CONNECTION, f"connection error: {type(exc.__cause__).__name__}",
+                              latency_ms=ms())
+    latency = ms()
+    outcomes = []
+    for cid, req in by_id.items():
+        result = items.get(cid)
+        kind = getattr(result, "type", None)
+        if kind == "succeeded":
+            message = result.message  # type: ignore[union-attr]
+            outcomes.append(ProviderOutcome(
+                _from_message(req, message, price, 200, message.id, latency, BATCH_DISCOUNT)))
+            continue
+        if kind == "errored":
+            err = result.error.error.type  # type: ignore[union-attr]
+            error_type, details = _BATCH_ERRORS.get(err, ErrorType.INVALID_REQUEST), f"message batch item {err}"
+        else:
+            error_type, details = _BATCH_OTHER.get(kind or "", (ErrorType.SERVER_ERROR, "no result in the batch"))
+        outcomes.append(ProviderOutcome(ComparisonResult.error(
+            req, error_type, details, provider_request_id=batch.id, latency_ms=latency)))
+    return outcomes
 
 
 def make_client(api_key: str, base_url: str | None, timeout_s: float) -> anthropic.AsyncAnthropic:

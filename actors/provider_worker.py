@@ -99,6 +99,8 @@ class ProviderWorker:
         from actors import provider_call
 
         self._compare = provider_call.compare
+        self._compare_batch = provider_call.compare_batch
+        self._batches = settings.provider_mode == "batches"
         self._client = provider_call.make_client(
             settings.api_key_value(), settings.provider_base_url, settings.provider_timeout_s
         )
@@ -107,7 +109,9 @@ class ProviderWorker:
         # restarts re-sends its rows without a result, and those must not become second provider calls.
         self._known: set[str] = set()
         self._work = asyncio.Event()
-        self._slots = asyncio.Semaphore(settings.worker_max_in_flight)
+        # Calls at the provider at once: comparisons in "messages" mode, Message Batches in "batches" mode.
+        self._slots = asyncio.Semaphore(settings.batches_in_flight if settings.provider_mode == "batches"
+                                        else settings.worker_max_in_flight)
         self._estimate = provider_call.estimate_input_tokens
         self._limiter = ray.get_actor(names.LIMITER, namespace=settings.ray_namespace)
         # The limiter keys its buckets by a fingerprint of the key, never the key itself.
@@ -184,38 +188,56 @@ class ProviderWorker:
             return queue.popleft()
         return None
 
+    def _take(self, n: int) -> list[ComparisonRequest]:
+        """Up to n requests, round-robin across batches, all for one model (one limiter key, one call)."""
+        reqs: list[ComparisonRequest] = []
+        while len(reqs) < n:
+            req = self._next()
+            if req is None:
+                break
+            if reqs and req.model != reqs[0].model:
+                self._queues.setdefault(req.batch_id, deque()).appendleft(req)
+                break
+            reqs.append(req)
+        return reqs
+
     async def _pump(self) -> None:
+        s = self._settings
         while True:
             if not self._queues:
                 self._work.clear()
                 await self._work.wait()
                 continue
             await self._slots.acquire()
-            req = self._next() if not self._draining else None
-            if req is None:
+            if self._batches and s.batch_window_s:
+                await asyncio.sleep(s.batch_window_s)  # let this tick's requests join the same Message Batch
+            reqs = self._take(s.batch_max_requests if self._batches else 1) if not self._draining else []
+            if not reqs:
                 self._slots.release()
                 if self._draining:
                     self._work.clear()
                     await self._work.wait()
                 continue
-            # The pool's one limiter: granted in arrival order across every worker. From here until its
-            # result is handed to the sender the request counts as in call (what `drain` waits for).
-            self._in_call += 1
-            key = f"{self._key_id}:{req.model}"
+            # The pool's one limiter: granted in arrival order across every worker, one grant per
+            # comparison whatever the mode. From here until its result is handed to the sender a request
+            # counts as in call (what `drain` waits for).
+            self._in_call += len(reqs)
+            key = f"{self._key_id}:{reqs[0].model}"
             try:
-                grant, waited = await self._limiter.acquire.remote(key, self._estimate(req))
-            except RayError as exc:  # the limiter is restarting: put the request back and try again
+                grants, waited = await self._limiter.acquire.remote(key, [self._estimate(r) for r in reqs])
+            except RayError as exc:  # the limiter is restarting: put the requests back and try again
                 log.warning("rate limiter unavailable (%s); retrying", type(exc).__name__)
-                self._queues.setdefault(req.batch_id, deque()).appendleft(req)
-                self._release()
+                for req in reversed(reqs):
+                    self._queues.setdefault(req.batch_id, deque()).appendleft(req)
+                self._release(len(reqs))
                 await asyncio.sleep(0.5)
                 continue
-            if self._draining:  # shutting down while it waited for its permit: leave it for `up`
-                self._known.discard(req.correlation_id)
-                self._release()
+            if self._draining:  # shutting down while they waited for permits: leave them for `up`
+                self._known.difference_update(r.correlation_id for r in reqs)
+                self._release(len(reqs))
                 continue
             metrics.observe("cj_rate_limit_wait_seconds", waited)
-            asyncio.get_running_loop().create_task(self._call(req, key, grant))
+            asyncio.get_running_loop().create_task(self._call(reqs, key, grants))
 
     def _record_metrics(self, req: ComparisonRequest, result: ComparisonResult) -> None:
         who = {"provider": self._provider, "model": req.model}
@@ -232,46 +254,60 @@ class ProviderWorker:
         if result.cost_usd:
             metrics.inc("llm_provider_cost_usd_total", result.cost_usd, **who)
 
-    def _release(self) -> None:
+    def _release(self, n: int) -> None:
         self._slots.release()
-        self._call_ended()
+        self._call_ended(n)
 
-    def _call_ended(self) -> None:
-        self._in_call -= 1
+    def _call_ended(self, n: int) -> None:
+        self._in_call -= n
         self._progress.set()
 
-    async def _call(self, req: ComparisonRequest, key: str, grant: object) -> None:
-        # In call until its result is with the sender: `drain` must not see quiet before that.
+    async def _call(self, reqs: list[ComparisonRequest], key: str, grants: list[Any]) -> None:
+        # In call until their results are with the sender: `drain` must not see quiet before that.
+        s = self._settings
         try:
             try:
                 self._calls += 1
-                outcome = await self._compare(self._client, req, self._settings.price_for(req.model))
+                price = s.price_for(reqs[0].model)
+                if self._batches:
+                    outcomes = await self._compare_batch(self._client, reqs, price, poll_s=s.batch_poll_s,
+                                                         poll_max_s=s.batch_poll_max_s,
+                                                         give_up_s=s.max_processing_seconds)
+                else:
+                    outcomes = [await self._compare(self._client, reqs[0], price)]
             finally:
                 self._slots.release()
-            await self._handle(req, key, grant, outcome)
+            await self._settle(key, reqs, grants, outcomes)
         finally:
-            self._call_ended()
+            self._call_ended(len(reqs))
 
-    async def _handle(self, req: ComparisonRequest, key: str, grant: object, outcome: Any) -> None:
+    @staticmethod
+    def _usage(grant: Any, outcome: Any) -> tuple[tuple[int, int] | None, float | None]:
+        """What a call used of the allowance (None: refused, it used none), and any retry-after pause."""
         result = outcome.result
         status = result.http_status
         if status == 429:
-            usage = None  # refused: it used none of the allowance
+            usage = None
         elif result.error_type is None or status == 200:
             usage = (result.input_tokens + result.cache_write_tokens, result.output_tokens)
         else:  # admitted, then failed: the estimate stays charged
             usage = (getattr(grant, "input_tokens", 0), 0)
-        pause = outcome.retry_after_s if status in (429, 529) else None
+        return usage, outcome.retry_after_s if status in (429, 529) else None
+
+    async def _settle(self, key: str, reqs: list[ComparisonRequest], grants: list[Any], outcomes: list[Any]) -> None:
         try:
-            await self._limiter.report.remote(key, grant, outcome.headers, usage, pause)
+            await self._limiter.report.remote(
+                key, [(g, o.headers, *self._usage(g, o)) for g, o in zip(grants, outcomes, strict=True)])
         except RayError as exc:  # a restarting limiter relearns from the next response's headers
             log.warning("rate limiter unavailable for a report (%s)", type(exc).__name__)
-        self._record_metrics(req, result)
-        if result.error_type is not None:
-            # One structured line per failure: ids, status and limits; never the key or essay text.
-            log.warning("provider error %s", json.dumps({
-                "event": "provider_error", "batch_id": req.batch_id, "correlation_id": req.correlation_id,
-                "error_type": result.error_type.value, "http_status": status, "model": req.model,
-                "request_id": result.provider_request_id, "ratelimit": outcome.headers,
-            }), extra={"batch_id": req.batch_id, "correlation_id": req.correlation_id})
-        self._sender.add(result)
+        for req, outcome in zip(reqs, outcomes, strict=True):
+            result = outcome.result
+            self._record_metrics(req, result)
+            if result.error_type is not None:
+                # One structured line per failure: ids, status and limits; never the key or essay text.
+                log.warning("provider error %s", json.dumps({
+                    "event": "provider_error", "batch_id": req.batch_id, "correlation_id": req.correlation_id,
+                    "error_type": result.error_type.value, "http_status": result.http_status, "model": req.model,
+                    "request_id": result.provider_request_id, "ratelimit": outcome.headers,
+                }), extra={"batch_id": req.batch_id, "correlation_id": req.correlation_id})
+            self._sender.add(result)

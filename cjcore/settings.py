@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -62,6 +63,15 @@ class Settings(BaseSettings):
     provider_timeout_s: float = Field(default=60.0, gt=0)
     result_delivery_timeout_s: float = Field(default=120.0, gt=0)
     prices: dict[str, ModelPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+    # "messages": one Messages API call per comparison (answers in seconds). "batches": the Message
+    # Batches API, many comparisons per call at half price (the provider answers within 24 h; the
+    # simulated one after --latency-ms): the mode for bulk marking and for throughput past ~300/s here.
+    provider_mode: Literal["messages", "batches"] = "messages"
+    batch_max_requests: int = Field(default=1_000, ge=1, le=100_000)  # per Message Batch
+    batch_window_s: float = Field(default=0.05, ge=0)  # gather requests this long before creating a batch
+    batches_in_flight: int = Field(default=4, ge=1, le=1_000)  # per worker
+    batch_poll_s: float = Field(default=0.05, gt=0)  # first poll of a batch's status; grows 1.5× per poll
+    batch_poll_max_s: float = Field(default=30.0, gt=0)
 
     # Batches
     default_max_comparisons: int = Field(default=200, ge=1)  # budget when the request gives none

@@ -7,12 +7,13 @@ Rate limits are token buckets per minute with the real `anthropic-ratelimit-*` h
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import random
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -67,6 +68,23 @@ def _rfc3339(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
 
 
+MAX_KEPT_BATCHES = 10_000  # Message Batches whose results stay retrievable
+
+
+@dataclass(slots=True)
+class _Params:
+    system_text: str
+    user_text: str
+    essays: tuple[str, str] | None
+    model: str
+    max_tokens: int
+    cached_prefix: bool
+
+
+def _base_url(request: web.Request) -> str:
+    return f"{request.scheme}://{request.host}"
+
+
 def _error(status: int, kind: str, message: str, headers: dict[str, str]) -> web.Response:
     body = {"type": "error", "error": {"type": kind, "message": message}}
     return web.json_response(body, status=status, headers=headers)
@@ -79,6 +97,7 @@ class SimProvider:
         self._judge = Judge(self.config.truth, self.config.noise, self.config.position_bias, self._rng)
         self._cache: dict[str, float] = {}  # sha of cached prefix → expiry (monotonic)
         self._buckets: dict[str, TokenBucket] = {}
+        self._batches: OrderedDict[str, dict[str, Any]] = OrderedDict()  # Message Batches, oldest first
         self.reset_stats()
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -107,7 +126,7 @@ class SimProvider:
             "timeouts": 0, "bad_requests": 0, "auth_errors": 0, "max_tokens": 0, "input_tokens": 0, "output_tokens": 0,
             "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0, "a_wins": 0, "b_wins": 0,
             "charged_input_tokens": 0,  # what the input tokens/min bucket was charged
-            "first_request_at": None, "last_request_at": None,
+            "first_request_at": None, "last_request_at": None, "batches": 0,
         }
 
     # -- rate limits --------------------------------------------------------------------------------
@@ -175,31 +194,19 @@ class SimProvider:
         st["first_request_at"] = st["first_request_at"] or wall
         st["last_request_at"] = wall
         request_id = f"req_sim_{uuid.uuid4().hex[:24]}"
-        if not request.headers.get("x-api-key") and not request.headers.get("authorization"):
+        if not self._authorized(request):
             return _error(401, "authentication_error", "missing x-api-key", {"request-id": request_id})
         try:
-            body = await request.json()
-            system_text = "".join(b.get("text", "") for b in body.get("system", []) if isinstance(b, dict)) \
-                if isinstance(body.get("system"), list) else str(body.get("system") or "")
-            cached_prefix = isinstance(body.get("system"), list) and any(
-                isinstance(b, dict) and b.get("cache_control") for b in body["system"]
-            )
-            user = body["messages"][-1]["content"]
-            user_text = user if isinstance(user, str) else "".join(b.get("text", "") for b in user)
-            essays = extract_essays(user_text)
-            max_tokens = int(body["max_tokens"])
-            model = str(body["model"])
-            self.request_shapes[(model, max_tokens)] += 1
-            user_id = str((body.get("metadata") or {}).get("user_id", ""))
-            if user_id.startswith("cj:"):
-                self.correlation_ids[user_id.split(":")[1]] += 1
+            req = self._read(await request.json())
         except (ValueError, KeyError, TypeError, IndexError, AttributeError):
             st["bad_requests"] += 1
             return _error(400, "invalid_request_error", "malformed request body", {"request-id": request_id})
-        if essays is None:
+        if req.essays is None:
             st["bad_requests"] += 1
             return _error(400, "invalid_request_error", "no essays found in the user turn",
                           {"request-id": request_id})
+        system_text, user_text, essays, model = req.system_text, req.user_text, req.essays, req.model
+        cached_prefix, max_tokens = req.cached_prefix, req.max_tokens
 
         system_tokens = estimate_tokens(system_text) + TOOL_USE_OVERHEAD_TOKENS + 50  # + tool definition
         input_tokens = system_tokens + estimate_tokens(user_text)
@@ -248,48 +255,170 @@ class SimProvider:
             self._cache[cache_key] = now + CACHE_TTL_S
         billed_input = input_tokens - cache_read - cache_write
 
-        a_wins, _ = self._judge.a_wins(*essays)
-        content: list[dict[str, Any]]
-        if fault == "max_tokens":
-            st["max_tokens"] += 1
-            content = [{"type": "text", "text": "Essay A develops its argument more"}]
-            stop_reason = "max_tokens"
-        elif fault == "malformed":
-            st["malformed"] += 1
-            content = (
-                [{"type": "text", "text": "Both essays have merits; I cannot decide."}]
-                if self._rng.random() < 0.5
-                else [{"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:20]}", "name": TOOL_NAME,
-                       "input": {"winner": "C", "confidence": "high"}}]
-            )
-            stop_reason = "end_turn" if content[0]["type"] == "text" else "tool_use"
-        else:
-            st["ok"] += 1
-            st["a_wins" if a_wins else "b_wins"] += 1
-            content = [{
-                "type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:20]}", "name": TOOL_NAME,
-                "input": {"winner": "A" if a_wins else "B", "confidence": 4,
-                          "justification": "Clearer argument and more accurate language."},
-            }]
-            stop_reason = "tool_use"
-        output_tokens = min(max_tokens, 40 + self._rng.randint(0, 20))
-        out_bucket = self._bucket("output", cfg.output_tpm, time.monotonic())
-        if out_bucket is not None:  # output tokens/min counts what was generated
-            out_bucket.available(time.monotonic())
-            out_bucket.level -= output_tokens
+        content, stop_reason = self._content(essays, fault)
+        output_tokens = self._output_tokens(max_tokens)
         st["input_tokens"] += billed_input
-        st["output_tokens"] += output_tokens
         st["cache_read_input_tokens"] += cache_read
         st["cache_creation_input_tokens"] += cache_write
         return web.json_response(
-            {
-                "id": f"msg_sim_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant", "model": model,
-                "content": content, "stop_reason": stop_reason, "stop_sequence": None,
-                "usage": {"input_tokens": billed_input, "output_tokens": output_tokens,
-                          "cache_creation_input_tokens": cache_write, "cache_read_input_tokens": cache_read},
-            },
+            self._message(model, content, stop_reason, billed_input, output_tokens, cache_write, cache_read),
             headers=headers,
         )
+
+    # -- shared by the Messages and Message Batches endpoints -------------------------------------------
+
+    def _read(self, body: dict[str, Any]) -> _Params:
+        """The parts of a Messages request body the judge needs (raises on a malformed body)."""
+        system = body.get("system")
+        system_text = "".join(b.get("text", "") for b in system if isinstance(b, dict)) \
+            if isinstance(system, list) else str(system or "")
+        cached_prefix = isinstance(system, list) and any(isinstance(b, dict) and b.get("cache_control")
+                                                         for b in system)
+        user = body["messages"][-1]["content"]
+        user_text = user if isinstance(user, str) else "".join(b.get("text", "") for b in user)
+        params = _Params(system_text, user_text, extract_essays(user_text), str(body["model"]),
+                         int(body["max_tokens"]), cached_prefix)
+        self.request_shapes[(params.model, params.max_tokens)] += 1
+        user_id = str((body.get("metadata") or {}).get("user_id", ""))
+        if user_id.startswith("cj:"):
+            self.correlation_ids[user_id.split(":")[1]] += 1
+        return params
+
+    def _content(self, essays: tuple[str, str], fault: str | None) -> tuple[list[dict[str, Any]], str]:
+        """The answer's content blocks and stop reason: a verdict, or the injected cut-off or malformed one."""
+        st = self.stats
+        a_wins, _ = self._judge.a_wins(*essays)
+        if fault == "max_tokens":
+            st["max_tokens"] += 1
+            return [{"type": "text", "text": "Essay A develops its argument more"}], "max_tokens"
+        if fault == "malformed":
+            st["malformed"] += 1
+            if self._rng.random() < 0.5:
+                return [{"type": "text", "text": "Both essays have merits; I cannot decide."}], "end_turn"
+            return [{"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:20]}", "name": TOOL_NAME,
+                     "input": {"winner": "C", "confidence": "high"}}], "tool_use"
+        st["ok"] += 1
+        st["a_wins" if a_wins else "b_wins"] += 1
+        return [{
+            "type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:20]}", "name": TOOL_NAME,
+            "input": {"winner": "A" if a_wins else "B", "confidence": 4,
+                      "justification": "Clearer argument and more accurate language."},
+        }], "tool_use"
+
+    def _output_tokens(self, max_tokens: int) -> int:
+        output_tokens = min(max_tokens, 40 + self._rng.randint(0, 20))
+        out_bucket = self._bucket("output", self.config.output_tpm, time.monotonic())
+        if out_bucket is not None:  # output tokens/min counts what was generated
+            out_bucket.available(time.monotonic())
+            out_bucket.level -= output_tokens
+        self.stats["output_tokens"] += output_tokens
+        return output_tokens
+
+    @staticmethod
+    def _message(model: str, content: list[dict[str, Any]], stop_reason: str, input_tokens: int,
+                 output_tokens: int, cache_write: int = 0, cache_read: int = 0) -> dict[str, Any]:
+        return {
+            "id": f"msg_sim_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant", "model": model,
+            "content": content, "stop_reason": stop_reason, "stop_sequence": None,
+            "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens,
+                      "cache_creation_input_tokens": cache_write, "cache_read_input_tokens": cache_read},
+        }
+
+    # -- Message Batches ---------------------------------------------------------------------------------
+    # Like the real API, batches have limits of their own: the Messages requests/tokens per minute buckets
+    # do not apply. Every request is judged at creation; the batch "ends" `latency_ms` later.
+
+    def _batch_item(self, item: dict[str, Any]) -> dict[str, Any]:
+        st = self.stats
+        now = time.time()
+        st["requests"] += 1
+        st["first_request_at"] = st["first_request_at"] or now
+        st["last_request_at"] = now
+        custom_id = str(item.get("custom_id", ""))
+
+        def errored(kind: str, message: str) -> dict[str, Any]:
+            return {"custom_id": custom_id, "result": {"type": "errored", "error": {
+                "type": "error", "error": {"type": kind, "message": message}}}}
+
+        try:
+            req = self._read(item["params"])
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+            st["bad_requests"] += 1
+            return errored("invalid_request_error", "malformed request params")
+        if req.essays is None:
+            st["bad_requests"] += 1
+            return errored("invalid_request_error", "no essays found in the user turn")
+        fault = self._fault(self._rng.random())
+        if fault in ("auth_error", "invalid", "server_error", "overload"):
+            kind = {"auth_error": "authentication_error", "invalid": "invalid_request_error",
+                    "server_error": "api_error", "overload": "overloaded_error"}[fault]
+            st[{"auth_error": "auth_errors", "invalid": "bad_requests", "server_error": "server_errors",
+                "overload": "overloaded"}[fault]] += 1
+            return errored(kind, "simulated fault")
+        if fault == "timeout":
+            st["timeouts"] += 1
+            return {"custom_id": custom_id, "result": {"type": "expired"}}
+        content, stop_reason = self._content(req.essays, fault)
+        input_tokens = estimate_tokens(req.system_text) + TOOL_USE_OVERHEAD_TOKENS + 50 \
+            + estimate_tokens(req.user_text)
+        st["input_tokens"] += input_tokens
+        message = self._message(req.model, content, stop_reason, input_tokens, self._output_tokens(req.max_tokens))
+        return {"custom_id": custom_id, "result": {"type": "succeeded", "message": message}}
+
+    def _batch_object(self, batch_id: str, base_url: str) -> dict[str, Any]:
+        b = self._batches[batch_id]
+        ended = time.time() >= b["ends_at"]
+        counts = {"processing": 0 if ended else len(b["lines"]), "succeeded": 0, "errored": 0, "canceled": 0,
+                  "expired": 0}
+        if ended:
+            counts.update(b["counts"])
+        return {
+            "id": batch_id, "type": "message_batch", "processing_status": "ended" if ended else "in_progress",
+            "request_counts": counts, "created_at": _rfc3339(b["created_at"]),
+            "ended_at": _rfc3339(b["ends_at"]) if ended else None,
+            "expires_at": _rfc3339(b["created_at"] + 86400), "archived_at": None, "cancel_initiated_at": None,
+            "results_url": f"{base_url}/v1/messages/batches/{batch_id}/results" if ended else None,
+        }
+
+    def _authorized(self, request: web.Request) -> bool:
+        return bool(request.headers.get("x-api-key") or request.headers.get("authorization"))
+
+    async def create_batch(self, request: web.Request) -> web.Response:
+        request_id = f"req_sim_{uuid.uuid4().hex[:24]}"
+        if not self._authorized(request):
+            return _error(401, "authentication_error", "missing x-api-key", {"request-id": request_id})
+        try:
+            items = (await request.json())["requests"]
+            assert isinstance(items, list) and items and all(isinstance(i, dict) for i in items)
+        except (ValueError, KeyError, TypeError, AssertionError):
+            self.stats["bad_requests"] += 1
+            return _error(400, "invalid_request_error", "requests: a non-empty list is required",
+                          {"request-id": request_id})
+        self.stats["batches"] += 1
+        lines = [self._batch_item(item) for item in items]
+        created = time.time()
+        batch_id = f"msgbatch_sim_{uuid.uuid4().hex[:24]}"
+        self._batches[batch_id] = {
+            "lines": lines, "created_at": created, "ends_at": created + self.config.latency_ms / 1000.0,
+            "counts": Counter(line["result"]["type"] for line in lines),
+        }
+        while len(self._batches) > MAX_KEPT_BATCHES:
+            self._batches.popitem(last=False)
+        return web.json_response(self._batch_object(batch_id, _base_url(request)), headers={"request-id": request_id})
+
+    async def get_batch(self, request: web.Request) -> web.Response:
+        batch_id = request.match_info["batch_id"]
+        if batch_id not in self._batches:
+            return _error(404, "not_found_error", f"no message batch {batch_id}", {})
+        return web.json_response(self._batch_object(batch_id, _base_url(request)))
+
+    async def batch_results(self, request: web.Request) -> web.Response:
+        batch_id = request.match_info["batch_id"]
+        b = self._batches.get(batch_id)
+        if b is None or time.time() < b["ends_at"]:
+            return _error(404, "not_found_error", f"no results for message batch {batch_id}", {})
+        body = "\n".join(json.dumps(line) for line in b["lines"]) + "\n"
+        return web.Response(body=body.encode(), content_type="application/binary")
 
     async def get_stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats)
@@ -297,6 +426,9 @@ class SimProvider:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=32 * 1024 * 1024)
         app.router.add_post("/v1/messages", self.messages)
+        app.router.add_post("/v1/messages/batches", self.create_batch)
+        app.router.add_get("/v1/messages/batches/{batch_id}", self.get_batch)
+        app.router.add_get("/v1/messages/batches/{batch_id}/results", self.batch_results)
         app.router.add_get("/stats", self.get_stats)
         return app
 
