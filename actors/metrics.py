@@ -26,8 +26,10 @@ MAX_BUFFERED = 50_000
 
 Event = tuple[str, str, tuple[tuple[str, str], ...], float]  # (kind, name, labels, value)
 
-_events: list[Event] = []
+_events: list[Event] = []  # observations and gauge settings, in order
+_counts: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}  # increments, summed until the next flush
 _namespace: str | None = None
+_server: ray.actor.ActorHandle | None = None
 _task: asyncio.Task[None] | None = None
 
 
@@ -41,8 +43,11 @@ def _record(kind: str, name: str, value: float, labels: dict[str, str]) -> None:
     global _task
     metric = BY_NAME[name]  # a KeyError here is a typo in our code, caught by the tests
     assert set(labels) == set(metric.labels), (name, sorted(labels))
-    if len(_events) < MAX_BUFFERED:
-        _events.append((kind, name, tuple(sorted((k, str(v)) for k, v in labels.items())), float(value)))
+    key = tuple(sorted((k, str(v)) for k, v in labels.items()))
+    if kind == "inc":
+        _counts[(name, key)] = _counts.get((name, key), 0.0) + value
+    elif len(_events) < MAX_BUFFERED:
+        _events.append((kind, name, key, float(value)))
     if _task is None or _task.done():
         with contextlib.suppress(RuntimeError):  # no running loop: the next async caller flushes
             _task = asyncio.get_running_loop().create_task(_flush_soon())
@@ -67,13 +72,20 @@ async def _flush_soon() -> None:
 
 async def flush() -> None:
     """Send what is buffered now (a coordinator calls this before it exits)."""
-    if not _events or _namespace is None:
+    global _server
+    if not (_events or _counts) or _namespace is None:
         return
-    batch = _events[:]
-    del _events[: len(batch)]
+    batch: list[Event] = [("inc", name, key, total) for (name, key), total in _counts.items()] + _events
+    _counts.clear()
+    del _events[:]
     try:
-        server = ray.get_actor(names.METRICS, namespace=_namespace)
-        await server.record.remote(batch)
+        if _server is None:
+            _server = ray.get_actor(names.METRICS, namespace=_namespace)
+        await _server.record.remote(batch)
     except (ValueError, ray.exceptions.RayError) as exc:
+        _server = None  # looked up again next time (the metrics actor may have restarted elsewhere)
         log.debug("metrics not sent (%s); kept for the next try", type(exc).__name__)
-        _events[:0] = batch[: MAX_BUFFERED - len(_events)]
+        for kind, name, key, value in batch:
+            if kind == "inc":
+                _counts[(name, key)] = _counts.get((name, key), 0.0) + value
+        _events[:0] = [e for e in batch if e[0] != "inc"][: MAX_BUFFERED - len(_events)]  # older first

@@ -329,12 +329,25 @@ def cmd_loadtest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    throughput = args.what == "throughput"
+    args.batches = args.batches or (20 if throughput else 4)
+    if throughput:
+        args.students = (args.students or [48])[0]
+    else:
+        args.students = args.students or [24, 48]
     if args.what == "pairing":  # pure simulation: no Ray, no database
         from driver.pairing_bench import format_table, run_pairing_bench
 
         report = run_pairing_bench(args)
         print(json.dumps(report, indent=2) if args.json else format_table(report))
         return 0
+    if throughput:
+        from driver.throughput import format_table as throughput_table
+        from driver.throughput import run_throughput_bench
+
+        report = run_throughput_bench(args, settings, local_stack)
+        print(json.dumps(report, indent=2) if args.json else throughput_table(report))
+        return 0 if report["all_persisted"] and report["invariants_ok"] else 1
     from driver.bench import run_bench, run_ratelimit_bench
 
     run = run_ratelimit_bench if args.what == "ratelimit" else run_bench
@@ -451,17 +464,25 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--json", action="store_true")
     lt.set_defaults(func=cmd_loadtest)
 
-    b = sub.add_parser("bench", help="performance figures: e2e (default), ratelimit or pairing")
-    b.add_argument("what", nargs="?", default="e2e", choices=["e2e", "ratelimit", "pairing"])
+    b = sub.add_parser("bench", help="performance figures: e2e (default), ratelimit, pairing or throughput")
+    b.add_argument("what", nargs="?", default="e2e", choices=["e2e", "ratelimit", "pairing", "throughput"])
     b.add_argument("--runs", type=int, default=3, help="e2e: timed runs after a warm-up")
     b.add_argument("--rpm", type=int, default=600, help="ratelimit: the server's requests/min")
     b.add_argument("--tpm", type=int, default=200_000, help="ratelimit: the server's input tokens/min")
     b.add_argument("--requests", type=int, default=400, help="ratelimit: the fixed workload")
-    b.add_argument("--batches", type=int, default=4, help="ratelimit: batches the workload is split into")
+    b.add_argument("--batches", type=_positive_int("--batches"), default=None,
+                   help="ratelimit: batches the workload is split into (4); throughput: batches at once (20)")
+    b.add_argument("--budget", type=_positive_int("--budget"), default=500, help="throughput: comparisons per batch")
+    b.add_argument("--mode", choices=["batches", "messages"], default="batches",
+                   help="throughput: the provider API (CJ_PROVIDER_MODE)")
+    b.add_argument("--workers", type=_positive_int("--workers"), default=2, help="throughput: provider workers")
+    b.add_argument("--pairs-per-essay", type=float, default=4.0,
+                   help="throughput: round size, pairs per essay (CJ_PAIRS_PER_ESSAY_PER_ROUND)")
+    b.add_argument("--timeout", type=float, default=600.0, help="throughput: give up after this many seconds")
     b.add_argument("--latency-ms", type=float, default=200.0, help="ratelimit: simulated response latency")
     b.add_argument("--concurrency", type=int, default=16, help="ratelimit: the baseline's semaphore")
-    b.add_argument("--students", type=_positive_int("--students"), nargs="+", default=[24, 48],
-                   help="pairing: students besides the 12 ENG5 anchors")
+    b.add_argument("--students", type=_positive_int("--students"), nargs="+", default=None,
+                   help="students besides the 12 ENG5 anchors: pairing (24 48), throughput (48)")
     b.add_argument("--seeds", type=_positive_int("--seeds"), default=10, help="pairing: seeds per strategy")
     b.add_argument("--noise", type=float, default=0.5, help="pairing: the simulated judge's noise (logits)")
     b.add_argument("--position-bias", type=float, default=0.0, help="pairing: the judge's preference for A")

@@ -7,6 +7,7 @@ Rate limits are token buckets per minute with the real `anthropic-ratelimit-*` h
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import random
@@ -79,6 +80,15 @@ class _Params:
     model: str
     max_tokens: int
     cached_prefix: bool
+
+
+_ids = itertools.count()
+_ID_PREFIX = uuid.uuid4().hex[:12]  # per process, so ids of two runs differ
+
+
+def _new_id(kind: str) -> str:
+    """Unique ids in the API's shapes; a counter, since uuid4 per answer was a tenth of the server's CPU."""
+    return f"{kind}_{_ID_PREFIX}{next(_ids):012x}"
 
 
 def _base_url(request: web.Request) -> str:
@@ -193,7 +203,7 @@ class SimProvider:
         self.arrivals.append(now)
         st["first_request_at"] = st["first_request_at"] or wall
         st["last_request_at"] = wall
-        request_id = f"req_sim_{uuid.uuid4().hex[:24]}"
+        request_id = _new_id("req_sim")
         if not self._authorized(request):
             return _error(401, "authentication_error", "missing x-api-key", {"request-id": request_id})
         try:
@@ -295,12 +305,12 @@ class SimProvider:
             st["malformed"] += 1
             if self._rng.random() < 0.5:
                 return [{"type": "text", "text": "Both essays have merits; I cannot decide."}], "end_turn"
-            return [{"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:20]}", "name": TOOL_NAME,
+            return [{"type": "tool_use", "id": _new_id("toolu"), "name": TOOL_NAME,
                      "input": {"winner": "C", "confidence": "high"}}], "tool_use"
         st["ok"] += 1
         st["a_wins" if a_wins else "b_wins"] += 1
         return [{
-            "type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:20]}", "name": TOOL_NAME,
+            "type": "tool_use", "id": _new_id("toolu"), "name": TOOL_NAME,
             "input": {"winner": "A" if a_wins else "B", "confidence": 4,
                       "justification": "Clearer argument and more accurate language."},
         }], "tool_use"
@@ -318,7 +328,7 @@ class SimProvider:
     def _message(model: str, content: list[dict[str, Any]], stop_reason: str, input_tokens: int,
                  output_tokens: int, cache_write: int = 0, cache_read: int = 0) -> dict[str, Any]:
         return {
-            "id": f"msg_sim_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant", "model": model,
+            "id": _new_id("msg_sim"), "type": "message", "role": "assistant", "model": model,
             "content": content, "stop_reason": stop_reason, "stop_sequence": None,
             "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens,
                       "cache_creation_input_tokens": cache_write, "cache_read_input_tokens": cache_read},
@@ -384,7 +394,7 @@ class SimProvider:
         return bool(request.headers.get("x-api-key") or request.headers.get("authorization"))
 
     async def create_batch(self, request: web.Request) -> web.Response:
-        request_id = f"req_sim_{uuid.uuid4().hex[:24]}"
+        request_id = _new_id("req_sim")
         if not self._authorized(request):
             return _error(401, "authentication_error", "missing x-api-key", {"request-id": request_id})
         try:
@@ -397,7 +407,7 @@ class SimProvider:
         self.stats["batches"] += 1
         lines = [self._batch_item(item) for item in items]
         created = time.time()
-        batch_id = f"msgbatch_sim_{uuid.uuid4().hex[:24]}"
+        batch_id = _new_id("msgbatch_sim")
         self._batches[batch_id] = {
             "lines": lines, "created_at": created, "ends_at": created + self.config.latency_ms / 1000.0,
             "counts": Counter(line["result"]["type"] for line in lines),
