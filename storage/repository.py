@@ -95,6 +95,14 @@ class BatchSnapshot:
     not_judged: int = 0  # error rows that never reached the judge (expired, cancelled)
 
 
+_INSERT_ROUND_SQL = text(
+    """
+INSERT INTO cj_comparison_pairs (correlation_id, batch_id, iteration, essay_a_id, essay_b_id)
+SELECT cid, CAST(:batch_id AS text), CAST(:iteration AS int), a, b
+  FROM unnest(CAST(:cid AS text[]), CAST(:a AS text[]), CAST(:b AS text[])) AS t(cid, a, b)
+"""
+)
+
 _RECORD_SQL = text(
     """
 WITH incoming AS (
@@ -278,14 +286,10 @@ class Repository:
             if row is None:
                 return None
             if planned:
-                await conn.execute(
-                    insert(pairs),
-                    [
-                        {"correlation_id": cid, "batch_id": batch_id, "iteration": iteration,
-                         "essay_a_id": a, "essay_b_id": b}
-                        for cid, a, b in planned
-                    ],
-                )
+                # One statement with arrays: per-row parameter handling cost more than PostgreSQL's work.
+                cids, a_ids, b_ids = (list(col) for col in zip(*planned, strict=True))
+                await conn.execute(_INSERT_ROUND_SQL, {"batch_id": batch_id, "iteration": iteration,
+                                                       "cid": cids, "a": a_ids, "b": b_ids})
             return _counters(row)
 
     async def insert_retries(
