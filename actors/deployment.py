@@ -18,7 +18,13 @@ def ensure_coordinator(batch_id: str, settings: Settings) -> ray.actor.ActorHand
         namespace=settings.ray_namespace,
         lifetime="detached",
         get_if_exists=True,
+        scheduling_strategy=SPREAD,
     ).remote(batch_id, settings)
+
+
+# Coordinators, provider workers and scorers ask for no CPU, so Ray's default policy would keep them all
+# on the node that creates them; SPREAD puts them across the cluster's nodes (no node affinity).
+SPREAD = "SPREAD"
 
 
 def deploy(settings: Settings) -> dict[str, ray.actor.ActorHandle]:
@@ -37,10 +43,11 @@ def deploy(settings: Settings) -> dict[str, ray.actor.ActorHandle]:
     handles[names.LIMITER] = RateLimiter.options(name=names.LIMITER, **common).remote(settings.limits())
     ray.get(handles[names.LIMITER].__ray_ready__.remote())  # workers look it up in their constructors
     for i in range(settings.workers):
-        handles[names.provider(i)] = ProviderWorker.options(name=names.provider(i), **common).remote(i, settings)
+        handles[names.provider(i)] = ProviderWorker.options(
+            name=names.provider(i), scheduling_strategy=SPREAD, **common).remote(i, settings)
     for i in range(settings.scorers):
-        handles[names.scoring(i)] = ScoringActor.options(name=names.scoring(i), **common).remote(
-            settings.ray_namespace)
+        handles[names.scoring(i)] = ScoringActor.options(
+            name=names.scoring(i), scheduling_strategy=SPREAD, **common).remote(settings.ray_namespace)
     handles[names.SUPERVISOR] = Supervisor.options(name=names.SUPERVISOR, **common).remote(settings)
     handles[names.OUTBOX] = OutboxPublisher.options(name=names.OUTBOX, **common).remote(settings)
     ray.get([h.__ray_ready__.remote() for h in handles.values()])

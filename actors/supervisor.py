@@ -44,6 +44,11 @@ class Supervisor:
         self.last_run_at: float | None = None
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
+    async def deployment_settings(self) -> dict[str, object]:
+        """The deployment's settings without the API key: how a driver elsewhere in the cluster (or given
+        only the Ray address) finds the database and the provider."""
+        return self._settings.model_dump(mode="json", exclude={"anthropic_api_key"})
+
     async def run_once(self, max_processing_seconds: float | None = None) -> dict[str, int]:
         """One sweep; returns what it did. An operator (or a test) may pass a shorter expiry age."""
         limit = self._settings.max_processing_seconds if max_processing_seconds is None else max_processing_seconds

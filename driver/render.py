@@ -65,3 +65,26 @@ def kv_table(title: str, data: dict[str, Any]) -> None:
     for k, v in data.items():
         table.add_row(str(k), str(v))
     console.print(table)
+
+
+def report_table(title: str, report: dict[str, Any]) -> None:
+    """A report (loadtest, bench) as a two-column table; nested values shown compactly."""
+    table = Table(title=title, show_header=False)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in report.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items()) or "-"
+        elif isinstance(value, list):
+            value = "; ".join(map(str, value)) or "-"
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+def cpu_table(groups: dict[str, dict[str, float]]) -> None:
+    table = Table(title="where the CPU goes")
+    for col in ("process group", "CPU s", "ms per comparison", "share"):
+        table.add_column(col, justify="left" if col == "process group" else "right")
+    for group, v in groups.items():
+        table.add_row(group, f"{v['cpu_s']:.2f}", f"{v['ms_per_comparison']:.3f}", f"{v['share']:.1%}")
+    console.print(table)

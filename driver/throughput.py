@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import threading
 import time
 from collections import defaultdict
@@ -16,39 +15,8 @@ from sqlalchemy import text
 
 from cjcore.sample import eng5_truth
 from cjcore.settings import Settings
+from driver.processes import group_of
 from simprovider.server import SimConfig
-
-# Process groups by command line. Ray titles an actor's process `ray::<Class>[.<method>]`, and
-# `ray::<actor name>:<Class>.__init__` while its constructor runs; a worker not yet an actor is `ray::IDLE`.
-_ACTOR = re.compile(r"^ray::(?:[\w.-]+:)?(\w+)")
-_ACTOR_GROUPS = {
-    "BatchCoordinator": "coordinators",
-    "ProviderWorker": "provider workers (anthropic SDK)",
-    "ScoringActor": "scoring (Bradley-Terry)",
-    "RateLimiter": "rate limiter",
-    "MetricsServer": "metrics, supervisor, outbox", "Supervisor": "metrics, supervisor, outbox",
-    "OutboxPublisher": "metrics, supervisor, outbox",
-}
-_RAY_SYSTEM = re.compile(r"raylet|gcs_server|dashboard|log_monitor|runtime_env|ray/_private|ray_client|^ray::")
-_UNSETTLED = re.compile(r"default_worker\.py|^ray::IDLE")
-
-
-def _group(proc: Any, me: int) -> tuple[str | None, bool]:
-    """The process's group, and whether that is final (a Ray worker turns into an actor later)."""
-    if proc.pid == me:
-        return "driver + simulated provider (thread)", True
-    try:
-        cmd = " ".join(proc.cmdline()) or proc.name()
-    except Exception:  # noqa: BLE001 - gone, or not ours to read
-        return None, False
-    actor = _ACTOR.match(cmd)
-    if actor and actor.group(1) in _ACTOR_GROUPS:
-        return _ACTOR_GROUPS[actor.group(1)], True
-    if "postgres" in cmd:
-        return "PostgreSQL", True
-    if _RAY_SYSTEM.search(cmd):
-        return "Ray system", not _UNSETTLED.search(cmd)
-    return None, True
 
 
 class CpuSampler:
@@ -73,7 +41,7 @@ class CpuSampler:
         for proc in self._psutil.process_iter():
             group = self._groups.get(proc.pid)
             if group is None:
-                group, final = _group(proc, me)
+                group, final = group_of(proc, me)
                 if final and group is not None:
                     self._groups[proc.pid] = group
             if group is None:
@@ -179,11 +147,3 @@ def run_throughput_bench(args: argparse.Namespace, settings: Settings, local_sta
             for g, s in sorted(cpu.items(), key=lambda kv: -kv[1])
         },
     }
-
-
-def format_table(report: dict[str, Any]) -> str:
-    lines = [f"{k}: {v}" for k, v in report.items() if k != "where_the_time_goes"]
-    lines.append(f"{'where the CPU goes':<40} {'cpu s':>8} {'ms/comparison':>14} {'share':>7}")
-    for group, v in report["where_the_time_goes"].items():
-        lines.append(f"{group:<40} {v['cpu_s']:>8.2f} {v['ms_per_comparison']:>14.3f} {v['share']:>7.1%}")
-    return "\n".join(lines)
