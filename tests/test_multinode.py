@@ -8,11 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
+
+@pytest.mark.timeout(480)
 def test_batches_complete_across_three_nodes_when_a_worker_node_is_removed(pg_url):
     root = Path(__file__).resolve().parent.parent
     done = subprocess.run([sys.executable, "-m", "tests.cluster_scenario", pg_url], cwd=root,
-                          capture_output=True, text=True, timeout=420)
+                          capture_output=True, text=True, timeout=450)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     print(f"\nmulti-node: {report}")
