@@ -338,7 +338,8 @@ def cmd_loadtest(args: argparse.Namespace, settings: Settings) -> int:
                       batch_idle_s=args.max_processing_seconds)
     plan = LoadPlan(batches=args.batches, max_comparisons=args.max_comparisons, students=args.students,
                     concurrency=args.concurrency, rpm=args.rpm, chaos=args.chaos,
-                    kill_every_s=args.kill_every, pg_restart_after_s=args.pg_restart_after if args.chaos else None,
+                    kill_every_s=args.kill_every, kill_for_s=args.kill_for,
+                    pg_restart_after_s=args.pg_restart_after if args.chaos else None,
                     timeout_s=args.timeout, seed=args.seed or 0)
     where = f"the deployment at {settings.ray_address}" if remote else "a local stack"
     render.err_console.print(f"loadtest: {plan.batches} ENG5-shaped batches (12 anchors + {plan.students} students, "
@@ -505,6 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--provider-timeout", type=float, default=5.0, help="seconds before a hung call times out")
     lt.add_argument("--chaos", action="store_true", help="kill a random actor every --kill-every s, restart PG once")
     lt.add_argument("--kill-every", type=float, default=3.0)
+    lt.add_argument("--kill-for", type=float, default=None,
+                    help="chaos: stop killing after this many seconds (default: until every batch is terminal)")
     lt.add_argument("--pg-restart-after", type=float, default=10.0, help="chaos: seconds before the PG restart")
     lt.add_argument("--max-processing-seconds", type=float, default=30.0,
                     help="chaos: expiry age for calls lost with a killed worker")

@@ -37,6 +37,7 @@ class LoadPlan:
     rpm: int | None = None  # the pool's requests/min, for rate_limit_use
     chaos: bool = False
     kill_every_s: float = 3.0
+    kill_for_s: float | None = None  # stop killing after this long (None: until every batch is terminal)
     pg_restart_after_s: float | None = None  # with chaos and an embedded database
     pg_down_s: float = 2.0
     timeout_s: float = 600.0
@@ -65,7 +66,8 @@ def _kind(name: str) -> str:
 
 async def _killer(settings: Settings, plan: LoadPlan, chaos: Chaos, stop: asyncio.Event) -> None:
     rng = random.Random(plan.seed)
-    while not stop.is_set():
+    until = time.monotonic() + plan.kill_for_s if plan.kill_for_s is not None else float("inf")
+    while not stop.is_set() and time.monotonic() < until:
         try:
             await asyncio.wait_for(stop.wait(), plan.kill_every_s)
             return

@@ -174,10 +174,12 @@ def test_the_supervisor_writes_a_missing_event_once_and_flags_missing_projection
 
 
 def test_chaos_kills_and_a_postgres_restart_leave_every_batch_terminal_with_invariants(deployment, sim, pg_data):
-    settings = deployment(supervisor_interval_s=1.0, max_processing_seconds=20.0, batch_idle_s=20.0)
+    settings = deployment(supervisor_interval_s=1.0, max_processing_seconds=10.0, batch_idle_s=10.0)
     sim.configure(latency_ms=30.0, error_rate=0.08, overload_rate=0.06, malformed_rate=0.06)
-    plan = LoadPlan(batches=6, max_comparisons=30, chaos=True, kill_every_s=1.5, pg_restart_after_s=4.0,
-                    pg_down_s=1.5, timeout_s=240, seed=7)
+    # Kills for the first 15 s (a kill every 1.5 s kept up for as long as recovery takes feeds on itself on
+    # 2 cores: each worker kill costs an expiry), then recovery must bring every batch home.
+    plan = LoadPlan(batches=6, max_comparisons=30, chaos=True, kill_every_s=1.5, kill_for_s=15.0,
+                    pg_restart_after_s=4.0, pg_down_s=1.5, timeout_s=240, seed=7)
     report = asyncio.run(run_load(settings, sim, plan, pg_data))
     print(f"\nchaos: {report}")
     assert report["invariants_ok"], report["problems"]

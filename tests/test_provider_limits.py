@@ -88,7 +88,7 @@ def test_each_injected_fault_lands_with_its_error_type_and_status(deployment, si
     settings = deployment(requests_per_minute=2400)
     sim.configure(rpm=1200, initial_s=1.0, error_rate=0.08, overload_rate=0.08, timeout_rate=0.04, hang_s=6.0,
                   malformed_rate=0.08, max_tokens_rate=0.08, invalid_rate=0.08, auth_error_rate=0.08)
-    results = run_batches(settings, [{"essays": essays(20, f"fault{i}-"), "max_comparisons": 120} for i in range(2)])
+    results = run_batches(settings, [{"essays": essays(16, f"fault{i}-"), "max_comparisons": 80} for i in range(2)])
     rows = dict(((code, status), n) for code, status, n in sql(settings, """
         SELECT error_code, http_status, count(*) FROM cj_comparison_pairs
         WHERE batch_id = ANY(:b) AND winner = 'error' GROUP BY 1, 2""", b=[r.batch_id for r in results]))
