@@ -44,15 +44,16 @@ def group_of(proc: Any, me: int) -> tuple[str | None, bool]:
 
 @dataclass
 class MemoryFigures:
-    baseline_mb: float = 0.0  # the deployment's resident memory before the load
+    # Memory in use on this node (total − available, so shared pages count once), before and at the peak.
+    baseline_mb: float = 0.0
     peak_mb: float = 0.0
     peak_live_coordinators: int = 0
     coordinator_private_mb: float = 0.0  # mean resident minus shared memory of one live coordinator
 
 
 async def sample_memory(stop: asyncio.Event, every_s: float = 1.0) -> MemoryFigures:
-    """Resident memory of the deployment's processes on this node (driver, Ray, PostgreSQL, actors) until
-    `stop`, with the live coordinators counted and measured on their own."""
+    """Memory in use on this node until `stop`, with the live coordinators counted and measured on their
+    own (resident minus shared: what one more coordinator adds)."""
     import psutil
 
     me = os.getpid()
@@ -60,22 +61,20 @@ async def sample_memory(stop: asyncio.Event, every_s: float = 1.0) -> MemoryFigu
     private: list[float] = []
     first = True
     while True:
-        total = 0.0
+        vm = psutil.virtual_memory()
+        used = float(vm.total - vm.available)
         coordinators = []
         for proc in psutil.process_iter():
-            group, _ = group_of(proc, me)
-            if group is None:
+            if group_of(proc, me)[0] != "coordinators":
                 continue
             try:
                 mem = proc.memory_info()
             except psutil.Error:
                 continue
-            total += mem.rss
-            if group == "coordinators":
-                coordinators.append((mem.rss - mem.shared) / 2**20)
+            coordinators.append((mem.rss - mem.shared) / 2**20)
         if first:
-            out.baseline_mb, first = total / 2**20, False
-        out.peak_mb = max(out.peak_mb, total / 2**20)
+            out.baseline_mb, first = used / 2**20, False
+        out.peak_mb = max(out.peak_mb, used / 2**20)
         out.peak_live_coordinators = max(out.peak_live_coordinators, len(coordinators))
         private += coordinators
         if stop.is_set():
