@@ -69,7 +69,10 @@ class BatchCoordinator:
         metrics.configure(settings.ray_namespace)
         self._last_result_at: float | None = None  # monotonic time of the last result recorded here
         assert settings.database_url, "the driver resolves the database URL before creating actors"
-        self._repo = Repository(make_engine(settings.database_url, pool_size=2), settings.database_outage_s)
+        # One connection kept per live batch (a second only while a result lands during a round's work):
+        # a node's live batches are bounded by PostgreSQL's max_connections before memory.
+        self._repo = Repository(make_engine(settings.database_url, pool_size=1, max_overflow=1),
+                                settings.database_outage_s)
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
 

