@@ -30,7 +30,7 @@ from storage.repository import Repository
 
 log = logging.getLogger(__name__)
 
-NUDGE_TIMEOUT_S = 10.0
+NUDGE_TIMEOUT_S = 30.0  # a coordinator still starting on a busy node is slow to answer, not hung
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)

@@ -499,7 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--fault-rate", type=_rate("--fault-rate"), default=0.2,
                     help="share of provider calls that fail (500, 529, malformed, hang)")
     lt.add_argument("--latency-ms", type=float, default=50.0)
-    lt.add_argument("--rpm", type=_positive_int("--rpm"), default=20_000, help="the pool's requests/min")
+    lt.add_argument("--rpm", type=_positive_int("--rpm"), default=3_000,
+                    help="the pool's requests/min (3,000: a hundred ENG5 batches stay live together)")
     lt.add_argument("--tpm", type=_positive_int("--tpm"), default=200_000_000, help="the pool's input tokens/min")
     lt.add_argument("--mode", choices=["messages", "batches"], default="messages",
                     help="provider API: one Messages call per comparison, or Message Batches (CJ_PROVIDER_MODE)")

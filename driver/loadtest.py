@@ -34,6 +34,9 @@ class LoadPlan:
     max_comparisons: int = 60
     students: int = 12  # per batch, besides the 12 ENG5 anchors (the sample has 12; more are generated)
     concurrency: int | None = None  # batches in flight at once (None: all)
+    # Coordinators being started at once. A coordinator is a process (~1.5 s of CPU to start): a hundred
+    # started together on 2 cores outran Ray's worker registration timeout and doubled the processes.
+    start_concurrency: int = 4
     rpm: int | None = None  # the pool's requests/min, for rate_limit_use
     chaos: bool = False
     kill_every_s: float = 3.0
@@ -139,6 +142,7 @@ async def run_load(settings: Settings, sim: SimProvider | None, plan: LoadPlan, 
     stop = asyncio.Event()
     provider = ProviderStats(sim, settings.provider_base_url)
     gate = asyncio.Semaphore(plan.concurrency or plan.batches)
+    starting = asyncio.Semaphore(plan.start_concurrency)
     latencies: dict[str, float] = {}
     submitted: list[str] = []
     memory = asyncio.create_task(sample_memory(stop))
@@ -154,7 +158,8 @@ async def run_load(settings: Settings, sim: SimProvider | None, plan: LoadPlan, 
             async with gate:
                 t0 = time.monotonic()
                 try:
-                    batch_id = await client.submit(dict(base))
+                    async with starting:
+                        batch_id = await client.submit(dict(base))
                 finally:
                     tries += 1
                     if tries >= wave:
