@@ -55,6 +55,22 @@ def local_stack(settings: Settings, sim_config: SimConfig) -> Iterator[tuple[Set
         sim.stop_thread()
 
 
+def scratch_settings(settings: Settings) -> Settings:
+    """`loadtest` and `bench` on a local stack measure from a clean slate: with the embedded database they
+    use a scratch data directory, emptied first, so unfinished batches of an earlier interrupted run (which
+    the Supervisor would resume) neither add load nor mix with the figures."""
+    if settings.database_url is not None:
+        return settings
+    import shutil
+
+    from storage.database import embedded_pgdata, stop_embedded
+
+    scratch = settings.state_dir / "scratch"
+    stop_embedded(embedded_pgdata(scratch))
+    shutil.rmtree(scratch, ignore_errors=True)
+    return settings.model_copy(update={"state_dir": scratch})
+
+
 def deployment_settings(settings: Settings) -> Settings:
     """Settings of the running deployment (`up`), for submit/status/cancel/inspect/loadtest processes:
     CJ_DATABASE_URL as given, else this machine's deployment file, else (with --address / CJ_RAY_ADDRESS)
@@ -353,7 +369,7 @@ def cmd_loadtest(args: argparse.Namespace, settings: Settings) -> int:
         pgdata = None  # the PostgreSQL restart of --chaos is for a local embedded server only
         report = asyncio.run(run_load(settings, None, plan, pgdata, show_progress=not args.json))
     else:
-        settings = settings.model_copy(update=update)
+        settings = scratch_settings(settings.model_copy(update=update))
         embedded = settings.database_url is None
         with local_stack(settings, sim_config) as (settings, sim):
             pgdata = embedded_pgdata(settings.state_dir) if embedded else None
@@ -378,6 +394,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         report = run_pairing_bench(args)
         print(json.dumps(report, indent=2) if args.json else format_table(report))
         return 0
+    settings = scratch_settings(settings)
     if throughput:
         from driver.throughput import run_throughput_bench
 
