@@ -339,8 +339,7 @@ def cmd_sim_provider(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_loadtest(args: argparse.Namespace, settings: Settings) -> int:
     from cjcore.sample import eng5_truth
-    from driver.loadtest import LoadPlan, run_load
-    from storage.database import embedded_pgdata
+    from driver.loadtest import LoadPlan
 
     f = args.fault_rate  # split over the kinds of fault a provider shows
     sim_config = SimConfig(truth=eng5_truth(), noise=0.5, latency_ms=args.latency_ms, seed=args.seed,
@@ -361,24 +360,33 @@ def cmd_loadtest(args: argparse.Namespace, settings: Settings) -> int:
     render.err_console.print(f"loadtest: {plan.batches} ENG5-shaped batches (12 anchors + {plan.students} students, "
                              f"budget {plan.max_comparisons}), {plan.concurrency or plan.batches} at once, against "
                              f"{where}, {f:.0%} provider faults{', chaos' if plan.chaos else ''}…")
+    # Ray's raylet warnings reach the driver's stdout; keep stdout for the report alone (`--json`).
+    with contextlib.redirect_stdout(sys.stderr):
+        report = _run_loadtest(settings, plan, sim_config, update, remote, show_progress=not args.json)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        render.report_table("loadtest", report)
+    return 0 if report["invariants_ok"] else 1
+
+
+def _run_loadtest(settings: Settings, plan: Any, sim_config: SimConfig, update: dict[str, Any], remote: bool,
+                  show_progress: bool) -> dict[str, Any]:
+    from driver.loadtest import run_load
+    from storage.database import embedded_pgdata
+
     if remote:
         # A running deployment (`up --address …`, a cluster from cluster.yaml): its own provider, limits
         # and database; the simulated provider's options here do not apply.
         settings = deployment_settings(settings)
         init_ray(settings, local=False)
         pgdata = None  # the PostgreSQL restart of --chaos is for a local embedded server only
-        report = asyncio.run(run_load(settings, None, plan, pgdata, show_progress=not args.json))
-    else:
-        settings = scratch_settings(settings.model_copy(update=update))
-        embedded = settings.database_url is None
-        with local_stack(settings, sim_config) as (settings, sim):
-            pgdata = embedded_pgdata(settings.state_dir) if embedded else None
-            report = asyncio.run(run_load(settings, sim, plan, pgdata, show_progress=not args.json))
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        render.report_table("loadtest", report)
-    return 0 if report["invariants_ok"] else 1
+        return dict(asyncio.run(run_load(settings, None, plan, pgdata, show_progress=show_progress)))
+    settings = scratch_settings(settings.model_copy(update=update))
+    embedded = settings.database_url is None
+    with local_stack(settings, sim_config) as (settings, sim):
+        pgdata = embedded_pgdata(settings.state_dir) if embedded else None
+        return dict(asyncio.run(run_load(settings, sim, plan, pgdata, show_progress=show_progress)))
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
@@ -398,7 +406,8 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     if throughput:
         from driver.throughput import run_throughput_bench
 
-        report = run_throughput_bench(args, settings, local_stack)
+        with contextlib.redirect_stdout(sys.stderr):  # Ray's raylet warnings reach the driver's stdout
+            report = run_throughput_bench(args, settings, local_stack)
         if args.json:
             print(json.dumps(report, indent=2))
         else:
