@@ -391,9 +391,9 @@ def _run_loadtest(settings: Settings, plan: Any, sim_config: SimConfig, update: 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     throughput = args.what == "throughput"
-    args.batches = args.batches or (20 if throughput else 4)
+    args.batches = args.batches or (8 if throughput else 4)
     if throughput:
-        args.students = (args.students or [48])[0]
+        args.students = (args.students or [138])[0]
     else:
         args.students = args.students or [24, 48]
     if args.what == "pairing":  # pure simulation: no Ray, no database
@@ -550,8 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--tpm", type=int, default=200_000, help="ratelimit: the server's input tokens/min")
     b.add_argument("--requests", type=int, default=400, help="ratelimit: the fixed workload")
     b.add_argument("--batches", type=_positive_int("--batches"), default=None,
-                   help="ratelimit: batches the workload is split into (4); throughput: batches at once (20)")
-    b.add_argument("--budget", type=_positive_int("--budget"), default=500, help="throughput: comparisons per batch")
+                   help="ratelimit: batches the workload is split into (4); throughput: batches at once (8)")
+    b.add_argument("--budget", type=_positive_int("--budget"), default=5_000,
+                   help="throughput: comparisons per batch")
     b.add_argument("--mode", choices=["batches", "messages"], default="batches",
                    help="throughput: the provider API (CJ_PROVIDER_MODE)")
     b.add_argument("--workers", type=_positive_int("--workers"), default=2, help="throughput: provider workers")
@@ -561,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--latency-ms", type=float, default=200.0, help="ratelimit: simulated response latency")
     b.add_argument("--concurrency", type=int, default=16, help="ratelimit: the baseline's semaphore")
     b.add_argument("--students", type=_positive_int("--students"), nargs="+", default=None,
-                   help="students besides the 12 ENG5 anchors: pairing (24 48), throughput (48)")
+                   help="students besides the 12 ENG5 anchors: pairing (24 48), throughput (138)")
     b.add_argument("--seeds", type=_positive_int("--seeds"), default=10, help="pairing: seeds per strategy")
     b.add_argument("--noise", type=float, default=0.5, help="pairing: the simulated judge's noise (logits)")
     b.add_argument("--position-bias", type=float, default=0.0, help="pairing: the judge's preference for A")
