@@ -78,6 +78,16 @@ def _status_error_type(exc: anthropic.APIStatusError) -> ErrorType:
     return ErrorType.INVALID_REQUEST
 
 
+def _failure(exc: anthropic.APIStatusError | anthropic.APIConnectionError) -> tuple[ErrorType, str, dict[str, Any]]:
+    """A failed call (either API) as our error type, details, and the HTTP status and request id if any."""
+    if isinstance(exc, anthropic.APIStatusError):
+        return (_status_error_type(exc), f"HTTP {exc.status_code} {type(exc).__name__}",
+                {"http_status": exc.status_code, "provider_request_id": exc.request_id})
+    if isinstance(exc, anthropic.APITimeoutError):  # a subclass of APIConnectionError: first
+        return ErrorType.TIMEOUT, "request timed out", {}
+    return ErrorType.CONNECTION, f"connection error: {type(exc.__cause__).__name__}", {}
+
+
 async def compare(client: anthropic.AsyncAnthropic, req: ComparisonRequest, price: ModelPrice) -> ProviderOutcome:
     started = time.monotonic()
 
@@ -87,21 +97,11 @@ async def compare(client: anthropic.AsyncAnthropic, req: ComparisonRequest, pric
     try:
         raw = await client.messages.with_raw_response.create(**message_params(req))
         message = await raw.parse()
-    except anthropic.APIStatusError as exc:
-        headers = _ratelimit_headers(exc.response.headers)
-        kind = _status_error_type(exc)
-        details = f"HTTP {exc.status_code} {type(exc).__name__}"
-        result = ComparisonResult.error(
-            req, kind, details, http_status=exc.status_code, provider_request_id=exc.request_id, latency_ms=ms()
-        )
-        return ProviderOutcome(result, headers, _retry_after(headers))
-    except anthropic.APITimeoutError:
-        return ProviderOutcome(ComparisonResult.error(req, ErrorType.TIMEOUT, "request timed out", latency_ms=ms()))
-    except anthropic.APIConnectionError as exc:
-        return ProviderOutcome(
-            ComparisonResult.error(req, ErrorType.CONNECTION, f"connection error: {type(exc.__cause__).__name__}",
-                                   latency_ms=ms())
-        )
+    except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
+        kind, details, ids = _failure(exc)
+        headers = _ratelimit_headers(exc.response.headers) if isinstance(exc, anthropic.APIStatusError) else {}
+        return ProviderOutcome(ComparisonResult.error(req, kind, details, latency_ms=ms(), **ids), headers,
+                               _retry_after(headers))
 
     return ProviderOutcome(
         _from_message(req, message, price, raw.http_response.status_code, message.id or raw.request_id, ms()),
@@ -169,7 +169,6 @@ async def compare_batch(
     def ms() -> int:
         return int((time.monotonic() - started) * 1000)
 
-    by_id = {r.correlation_id: r for r in reqs}
     try:
         batch = await client.messages.batches.create(
             requests=[{"custom_id": r.correlation_id, "params": message_params(r)} for r in reqs]  # type: ignore[misc]
@@ -190,18 +189,13 @@ async def compare_batch(
             if line.strip():
                 item = json.loads(line)
                 items[item.get("custom_id")] = item.get("result") or {}
-    except anthropic.APIStatusError as exc:
-        return _batch_failure(reqs, _status_error_type(exc), f"HTTP {exc.status_code} {type(exc).__name__}",
-                              http_status=exc.status_code, provider_request_id=exc.request_id, latency_ms=ms())
-    except anthropic.APITimeoutError:
-        return _batch_failure(reqs, ErrorType.TIMEOUT, "request timed out", latency_ms=ms())
-    except anthropic.APIConnectionError as exc:
-        return _batch_failure(reqs, ErrorType.CONNECTION, f"connection error: {type(exc.__cause__).__name__}",
-                              latency_ms=ms())
+    except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
+        kind, details, ids = _failure(exc)
+        return _batch_failure(reqs, kind, details, latency_ms=ms(), **ids)
     latency = ms()
     outcomes = []
-    for cid, req in by_id.items():
-        result = items.get(cid, {})
+    for req in reqs:
+        result = items.get(req.correlation_id, {})
         kind = result.get("type")
         if kind == "succeeded":
             message = result.get("message") or {}

@@ -110,8 +110,7 @@ class ProviderWorker:
         self._known: set[str] = set()
         self._work = asyncio.Event()
         # Calls at the provider at once: comparisons in "messages" mode, Message Batches in "batches" mode.
-        self._slots = asyncio.Semaphore(settings.batches_in_flight if settings.provider_mode == "batches"
-                                        else settings.worker_max_in_flight)
+        self._slots = asyncio.Semaphore(settings.batches_in_flight if self._batches else settings.worker_max_in_flight)
         self._estimate = provider_call.estimate_input_tokens
         self._limiter = ray.get_actor(names.LIMITER, namespace=settings.ray_namespace)
         # The limiter keys its buckets by a fingerprint of the key, never the key itself.
