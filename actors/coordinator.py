@@ -30,12 +30,14 @@ from cjcore.contracts import (
     GRADE_SCALE,
     TERMINAL_STATES,
     BatchState,
+    Comparison,
     ComparisonRequest,
     ComparisonResult,
     Counters,
     ErrorType,
     GradeProjectionOut,
     PlannedPair,
+    Winner,
     denominator,
     new_correlation_id,
 )
@@ -101,6 +103,9 @@ class BatchCoordinator:
         )
         self._in_flight: dict[str, Attempt] = {a.correlation_id: a for a in snap.pending}
         self._not_judged = snap.not_judged
+        # The batch's valid verdicts, kept as they are recorded so a round's fit does not reload them all
+        # (None: read from the database at the next scoring, when no result is outstanding).
+        self._valid: list[Comparison] | None = None
         # Failed attempts of this round still to be retried (rebuilt from the rows after a restart).
         self._owed: list[Attempt] = [
             a for a, err in snap.unretried if should_retry(err, a.attempt, settings.max_attempts)
@@ -142,6 +147,11 @@ class BatchCoordinator:
             if r.error_type in NOT_JUDGED:
                 self._not_judged += 1
             attempt = self._in_flight.pop(r.correlation_id, None)
+            if r.winner in (Winner.ESSAY_A, Winner.ESSAY_B) and self._valid is not None:
+                if attempt is None:
+                    self._valid = None  # not a row this process dispatched: reread them all
+                else:
+                    self._valid.append(Comparison(attempt.essay_a_id, attempt.essay_b_id, r.winner))
             if attempt and should_retry(r.error_type, attempt.attempt, self._settings.max_attempts):
                 self._owed.append(attempt)
         if self._owed or self._counters.in_flight == 0:
@@ -333,7 +343,9 @@ class BatchCoordinator:
         await asyncio.gather(*(send(i, requests[i::k]) for i in range(k) if requests[i::k]))
 
     async def _score(self) -> None:
-        comparisons = await self._repo.valid_comparisons(self.batch_id)
+        if self._valid is None:  # no result is outstanding now, so none can land during the read
+            self._valid = await self._repo.valid_comparisons(self.batch_id)
+        comparisons = self._valid
         ids = list(self._essays)
         fit: BTFit = await self._scorer.fit.remote(ids, comparisons, self._settings.bt_regularization)
         change = max_score_change(self._last_scores, fit.score_of())

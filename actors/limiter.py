@@ -60,7 +60,7 @@ class RateLimiter:
                 pool.settle(grant, usage[0], usage[1], now)
             pool.observe(headers, now, grant)
             if retry_after_s is not None:
-                pool.pause(retry_after_s, now)
+                pool.pause(retry_after_s, now, grant)
 
     async def stats(self) -> dict[str, object]:
         now = time.monotonic()

@@ -75,6 +75,18 @@ def test_a_retry_after_pauses_the_whole_pool():
     assert lim.try_acquire(10, 2.0)[1] is not None
 
 
+def test_refusals_of_requests_sent_before_a_pause_do_not_extend_it():
+    lim = PoolLimiter(Limits(6000, 10_000_000), now=0.0)
+    early = [lim.try_acquire(10, 0.0)[1] for _ in range(3)]  # in flight together
+    lim.pause(1.0, now=0.5, grant=early[0])
+    for g in early[1:]:  # the other in-flight requests come back refused during the pause
+        lim.pause(1.0, now=0.9, grant=g)
+    assert lim.try_acquire(10, 1.5)[1] is not None  # the pause ended at 1.5, not 1.9
+    late = lim.try_acquire(10, 1.6)[1]
+    lim.pause(1.0, now=1.7, grant=late)  # refused after the pause: the overload goes on
+    assert lim.try_acquire(10, 2.0) == (pytest.approx(0.7), None)
+
+
 @pytest.mark.parametrize("real", [300, 1200])
 def test_limits_are_learned_from_headers_when_configured_wrong_by_2x(real):
     configured = 600
