@@ -66,8 +66,11 @@ def set_gauge(name: str, value: float, **labels: str) -> None:
 
 
 async def _flush_soon() -> None:
-    await asyncio.sleep(FLUSH_S)
-    await flush()
+    # What is recorded while a flush is being sent waits for the next one: keep going until nothing is
+    # left (a last increment must not sit in a quiet process until something else is recorded).
+    while _events or _counts:
+        await asyncio.sleep(FLUSH_S)
+        await flush()
 
 
 async def flush() -> None:

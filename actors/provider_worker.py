@@ -30,6 +30,10 @@ from cjcore.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# Grant requests in flight to the limiter per worker: enough to cover the round trip (~0.1 s under load,
+# so 4 × 2 workers ≈ 80 requests/s), few enough that a new batch's pairs are not queued behind the others'.
+ACQUIRE_DEPTH = 4
+
 
 class ResultSender:
     """Delivers results to `cj-batch-<id>`, coalescing what arrives while a delivery is in flight."""
@@ -111,6 +115,7 @@ class ProviderWorker:
         self._work = asyncio.Event()
         # Calls at the provider at once: comparisons in "messages" mode, Message Batches in "batches" mode.
         self._slots = asyncio.Semaphore(settings.batches_in_flight if self._batches else settings.worker_max_in_flight)
+        self._asking = asyncio.Semaphore(ACQUIRE_DEPTH)  # requests waiting for a grant at once
         self._estimate = provider_call.estimate_input_tokens
         self._limiter = ray.get_actor(names.LIMITER, namespace=settings.ray_namespace)
         # The limiter keys its buckets by a fingerprint of the key, never the key itself.
@@ -208,11 +213,13 @@ class ProviderWorker:
                 await self._work.wait()
                 continue
             await self._slots.acquire()
+            await self._asking.acquire()
             if self._batches and s.batch_window_s:
                 await asyncio.sleep(s.batch_window_s)  # let this tick's requests join the same Message Batch
             reqs = self._take(s.batch_max_requests if self._batches else 1) if not self._draining else []
             if not reqs:
                 self._slots.release()
+                self._asking.release()
                 if self._draining:
                     self._work.clear()
                     await self._work.wait()
@@ -220,6 +227,8 @@ class ProviderWorker:
             # From here until its result is handed to the sender a request counts as in call (what `drain`
             # waits for). The grant is awaited in the call's own task: a pump waiting for each grant's
             # round trip to the limiter served ~8 requests/s per worker under load, whatever the rate limit.
+            # Only ACQUIRE_DEPTH requests wait at the limiter at once, so the rest wait here, round-robin
+            # (the limiter's queue is first come, first served: a new small batch would wait behind it).
             self._in_call += len(reqs)
             asyncio.get_running_loop().create_task(self._acquire_and_call(reqs))
 
@@ -228,7 +237,10 @@ class ProviderWorker:
         # whatever the mode.
         key = f"{self._key_id}:{reqs[0].model}"
         try:
-            grants, waited = await self._limiter.acquire.remote(key, [self._estimate(r) for r in reqs])
+            try:
+                grants, waited = await self._limiter.acquire.remote(key, [self._estimate(r) for r in reqs])
+            finally:
+                self._asking.release()
         except RayError as exc:  # the limiter is restarting: put the requests back and try again
             log.warning("rate limiter unavailable (%s); retrying", type(exc).__name__)
             await asyncio.sleep(0.5)

@@ -352,7 +352,8 @@ def cmd_loadtest(args: argparse.Namespace, settings: Settings) -> int:
         update.update(supervisor_interval_s=1.0, max_processing_seconds=args.max_processing_seconds,
                       batch_idle_s=args.max_processing_seconds)
     plan = LoadPlan(batches=args.batches, max_comparisons=args.max_comparisons, students=args.students,
-                    concurrency=args.concurrency, rpm=args.rpm, chaos=args.chaos,
+                    concurrency=args.concurrency, start_concurrency=args.start_concurrency, rpm=args.rpm,
+                    chaos=args.chaos,
                     kill_every_s=args.kill_every, kill_for_s=args.kill_for,
                     pg_restart_after_s=args.pg_restart_after if args.chaos else None,
                     timeout_s=args.timeout, seed=args.seed or 0)
@@ -522,11 +523,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="students per batch besides the 12 ENG5 anchors")
     lt.add_argument("--concurrency", type=_positive_int("--concurrency"), default=None,
                     help="batches in flight at once (default: all)")
+    lt.add_argument("--start-concurrency", type=_positive_int("--start-concurrency"), default=4,
+                    help="batches being submitted, their coordinator process starting, at once")
     lt.add_argument("--fault-rate", type=_rate("--fault-rate"), default=0.2,
                     help="share of provider calls that fail (500, 529, malformed, hang)")
     lt.add_argument("--latency-ms", type=float, default=50.0)
     lt.add_argument("--rpm", type=_positive_int("--rpm"), default=3_000,
-                    help="the pool's requests/min (3,000: a hundred ENG5 batches stay live together)")
+                    help="the pool's requests/min")
     lt.add_argument("--tpm", type=_positive_int("--tpm"), default=200_000_000, help="the pool's input tokens/min")
     lt.add_argument("--mode", choices=["messages", "batches"], default="messages",
                     help="provider API: one Messages call per comparison, or Message Batches (CJ_PROVIDER_MODE)")

@@ -34,8 +34,9 @@ class LoadPlan:
     max_comparisons: int = 60
     students: int = 12  # per batch, besides the 12 ENG5 anchors (the sample has 12; more are generated)
     concurrency: int | None = None  # batches in flight at once (None: all)
-    # Coordinators being started at once. A coordinator is a process (~1.5 s of CPU to start): a hundred
-    # started together on 2 cores outran Ray's worker registration timeout and doubled the processes.
+    # Batches being submitted (their coordinators started) at once. A coordinator is a process: ~2.5 s of
+    # CPU to start, then ~1% of a core while it lives (Ray's own 10 ms loop in every worker). A hundred
+    # started together on 2 cores all live for the whole run: 439 s instead of 244 s here (README, Scale).
     start_concurrency: int = 4
     rpm: int | None = None  # the pool's requests/min, for rate_limit_use
     chaos: bool = False
@@ -145,6 +146,9 @@ async def run_load(settings: Settings, sim: SimProvider | None, plan: LoadPlan, 
     starting = asyncio.Semaphore(plan.start_concurrency)
     latencies: dict[str, float] = {}
     submitted: list[str] = []
+    # One watcher reads every batch's state each tick (a waiter per batch polled PostgreSQL 100 times a
+    # second at 100 batches, on the cores the load runs on); it sets a batch's event when it is terminal.
+    finished: dict[str, asyncio.Event] = {}
     memory = asyncio.create_task(sample_memory(stop))
     async with CJClient(settings) as client:
         started = time.monotonic()
@@ -164,15 +168,18 @@ async def run_load(settings: Settings, sim: SimProvider | None, plan: LoadPlan, 
                     tries += 1
                     if tries >= wave:
                         first_wave.set()
+                finished[batch_id] = asyncio.Event()
                 submitted.append(batch_id)
                 try:
-                    await client.wait(batch_id, timeout_s=plan.timeout_s, poll_s=1.0)
+                    await asyncio.wait_for(finished[batch_id].wait(), plan.timeout_s)
+                except TimeoutError:
+                    raise TimeoutError(f"batch {batch_id} not terminal after {plan.timeout_s:g}s") from None
                 finally:
                     latencies[batch_id] = time.monotonic() - t0
                 return batch_id
 
         tasks = [asyncio.create_task(one()) for _ in range(plan.batches)]
-        side = [asyncio.create_task(_progress(client, plan, submitted, stop, show_progress))]
+        side = [asyncio.create_task(_watch(client, plan, submitted, finished, stop, show_progress))]
         if plan.chaos:
             side.append(asyncio.create_task(_killer(settings, plan, chaos, stop)))
             if pgdata is not None and plan.pg_restart_after_s is not None:
@@ -213,8 +220,10 @@ async def run_load(settings: Settings, sim: SimProvider | None, plan: LoadPlan, 
         return report
 
 
-async def _progress(client: Any, plan: LoadPlan, submitted: list[str], stop: asyncio.Event, show: bool) -> None:
-    """A progress bar on stderr: batches terminal of all, results recorded, batches live."""
+async def _watch(client: Any, plan: LoadPlan, submitted: list[str], finished: dict[str, asyncio.Event],
+                 stop: asyncio.Event, show: bool) -> None:
+    """Every half second: the submitted batches' states (setting `finished` of those now terminal) and a
+    progress bar on stderr (batches terminal of all, results recorded, batches live)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from driver import render
@@ -226,10 +235,12 @@ async def _progress(client: Any, plan: LoadPlan, submitted: list[str], stop: asy
         while not stop.is_set():
             if submitted:
                 terminal, results = await client.repo.progress_of(list(submitted))
-                bar.update(task, completed=terminal,
-                           detail=f"{results} results, {len(submitted) - terminal} batches live")
+                for batch_id in terminal:
+                    finished[batch_id].set()
+                bar.update(task, completed=len(terminal),
+                           detail=f"{results} results, {len(submitted) - len(terminal)} batches live")
             try:
-                await asyncio.wait_for(stop.wait(), 1.0)
+                await asyncio.wait_for(stop.wait(), 0.5)
             except TimeoutError:
                 pass
 

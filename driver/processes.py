@@ -59,13 +59,20 @@ async def sample_memory(stop: asyncio.Event, every_s: float = 1.0) -> MemoryFigu
     me = os.getpid()
     out = MemoryFigures()
     private: list[float] = []
+    groups: dict[int, str | None] = {}  # settled groups by pid: reading command lines is the costly part
     first = True
     while True:
         vm = psutil.virtual_memory()
         used = float(vm.total - vm.available)
         coordinators = []
         for proc in psutil.process_iter():
-            if group_of(proc, me)[0] != "coordinators":
+            if proc.pid in groups:
+                group = groups[proc.pid]
+            else:
+                group, final = group_of(proc, me)
+                if final:
+                    groups[proc.pid] = group
+            if group != "coordinators":
                 continue
             try:
                 mem = proc.memory_info()

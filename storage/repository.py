@@ -663,16 +663,15 @@ class Repository:
             out.setdefault(b, []).append(cid)
         return out
 
-    async def progress_of(self, batch_ids: Sequence[str]) -> tuple[int, int]:
-        """(Batches in a terminal state, results recorded) over these batches: a load test's progress."""
+    async def progress_of(self, batch_ids: Sequence[str]) -> tuple[set[str], int]:
+        """(The batches in a terminal state, results recorded) over these batches: a load test's progress."""
         async with self.engine.connect() as conn:
-            row = (await conn.execute(
-                select(func.count().filter(batch_states.c.state.in_(list(TERMINAL_STATES))),
-                       func.coalesce(func.sum(batch_states.c.completed_comparisons
-                                              + batch_states.c.failed_comparisons), 0))
+            rows = (await conn.execute(
+                select(batch_states.c.batch_id, batch_states.c.state.in_(list(TERMINAL_STATES)),
+                       batch_states.c.completed_comparisons + batch_states.c.failed_comparisons)
                 .where(batch_states.c.batch_id.in_(list(batch_ids)))
-            )).one()
-        return int(row[0]), int(row[1])
+            )).all()
+        return {r[0] for r in rows if r[1]}, sum(int(r[2]) for r in rows)
 
     async def check_invariants(self, batch_id: str) -> list[str]:
         """DESIGN §3 invariants 1, 2, 3 and 6 for one batch, from the database alone; [] when they hold."""
