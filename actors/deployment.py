@@ -27,9 +27,10 @@ def ensure_coordinator(batch_id: str, settings: Settings) -> ray.actor.ActorHand
 SPREAD = "SPREAD"
 
 
-def deploy(settings: Settings) -> dict[str, ray.actor.ActorHandle]:
-    """Start (or find) the provider pool, the scoring pool, the Supervisor and the outbox publisher; wait
-    until they answer."""
+def deploy(settings: Settings, *, services: bool = True) -> dict[str, ray.actor.ActorHandle]:
+    """Start (or find) the provider pool, the scoring pool, the Supervisor, the outbox publisher and the
+    metrics server; wait until they answer. services=False leaves out the last three (tests of the pool
+    alone: each is a process, ~2 s of CPU to start)."""
     from actors.limiter import RateLimiter
     from actors.metrics_server import MetricsServer
     from actors.outbox import OutboxPublisher
@@ -39,7 +40,8 @@ def deploy(settings: Settings) -> dict[str, ray.actor.ActorHandle]:
 
     common = {"namespace": settings.ray_namespace, "lifetime": "detached", "get_if_exists": True}
     handles: dict[str, ray.actor.ActorHandle] = {}
-    handles[names.METRICS] = MetricsServer.options(name=names.METRICS, **common).remote(settings)
+    if services:
+        handles[names.METRICS] = MetricsServer.options(name=names.METRICS, **common).remote(settings)
     handles[names.LIMITER] = RateLimiter.options(name=names.LIMITER, **common).remote(settings.limits())
     ray.get(handles[names.LIMITER].__ray_ready__.remote())  # workers look it up in their constructors
     for i in range(settings.workers):
@@ -48,8 +50,9 @@ def deploy(settings: Settings) -> dict[str, ray.actor.ActorHandle]:
     for i in range(settings.scorers):
         handles[names.scoring(i)] = ScoringActor.options(
             name=names.scoring(i), scheduling_strategy=SPREAD, **common).remote(settings.ray_namespace)
-    handles[names.SUPERVISOR] = Supervisor.options(name=names.SUPERVISOR, **common).remote(settings)
-    handles[names.OUTBOX] = OutboxPublisher.options(name=names.OUTBOX, **common).remote(settings)
+    if services:
+        handles[names.SUPERVISOR] = Supervisor.options(name=names.SUPERVISOR, **common).remote(settings)
+        handles[names.OUTBOX] = OutboxPublisher.options(name=names.OUTBOX, **common).remote(settings)
     ray.get([h.__ray_ready__.remote() for h in handles.values()])
     return handles
 

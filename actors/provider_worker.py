@@ -26,13 +26,10 @@ from ray.exceptions import RayError
 
 from actors import metrics, names
 from cjcore.contracts import ComparisonRequest, ComparisonResult
+from cjcore.rate_limit import acquire_depth
 from cjcore.settings import Settings
 
 log = logging.getLogger(__name__)
-
-# Grant requests in flight to the limiter per worker: enough to cover the round trip (~0.1 s under load,
-# so 4 × 2 workers ≈ 80 requests/s), few enough that a new batch's pairs are not queued behind the others'.
-ACQUIRE_DEPTH = 4
 
 
 class ResultSender:
@@ -115,7 +112,8 @@ class ProviderWorker:
         self._work = asyncio.Event()
         # Calls at the provider at once: comparisons in "messages" mode, Message Batches in "batches" mode.
         self._slots = asyncio.Semaphore(settings.batches_in_flight if self._batches else settings.worker_max_in_flight)
-        self._asking = asyncio.Semaphore(ACQUIRE_DEPTH)  # requests waiting for a grant at once
+        # Permit requests waiting at the limiter at once (the rest wait in the round-robin queues).
+        self._asking = asyncio.Semaphore(acquire_depth(settings.requests_per_minute, settings.workers))
         self._estimate = provider_call.estimate_input_tokens
         self._limiter = ray.get_actor(names.LIMITER, namespace=settings.ray_namespace)
         # The limiter keys its buckets by a fingerprint of the key, never the key itself.
@@ -227,8 +225,7 @@ class ProviderWorker:
             # From here until its result is handed to the sender a request counts as in call (what `drain`
             # waits for). The grant is awaited in the call's own task: a pump waiting for each grant's
             # round trip to the limiter served ~8 requests/s per worker under load, whatever the rate limit.
-            # Only ACQUIRE_DEPTH requests wait at the limiter at once, so the rest wait here, round-robin
-            # (the limiter's queue is first come, first served: a new small batch would wait behind it).
+            # Only `acquire_depth` requests wait at the limiter at once; the rest wait here, round-robin.
             self._in_call += len(reqs)
             asyncio.get_running_loop().create_task(self._acquire_and_call(reqs))
 

@@ -95,14 +95,15 @@ def run(coro: Any) -> Any:
 @pytest.fixture
 def deployment(stack: Settings) -> Iterator[Any]:
     """Make extra deployments (own namespace: own limiter, pools, Supervisor) in the session's Ray, for
-    tests that need other limits or pool sizes; they are torn down after the test."""
+    tests that need other limits or pool sizes; they are torn down after the test. services=False: the
+    pools and limiter only (no Supervisor, outbox publisher or metrics server)."""
     from actors.deployment import deploy, teardown
 
     made: list[Settings] = []
 
-    def make(**overrides: Any) -> Settings:
+    def make(services: bool = True, **overrides: Any) -> Settings:
         settings = stack.model_copy(update={"ray_namespace": f"cj-t{len(made)}-{secrets.token_hex(3)}", **overrides})
-        deploy(settings)
+        deploy(settings, services=services)
         made.append(settings)
         return settings
 

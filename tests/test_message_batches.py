@@ -56,7 +56,7 @@ def test_a_batch_that_does_not_end_in_time_is_a_timeout_for_each_request(sim):
 
 
 def test_batches_mode_end_to_end_with_retries_and_invariants(deployment, sim):
-    settings = deployment(provider_mode="batches", batch_window_s=0.05)
+    settings = deployment(services=False, provider_mode="batches", batch_window_s=0.05)
     sim.configure(error_rate=0.1)
     requests = [{"essays": essays(8, f"mb{i}-"), "max_comparisons": 28} for i in range(3)]
     results = run_batches(settings, requests)

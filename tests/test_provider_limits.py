@@ -29,7 +29,7 @@ def _small_batches(n, prefix, size=5):
 
 def test_eight_workers_and_twelve_batches_stay_within_the_limit(deployment, sim):
     rpm = 1200  # 20 a second
-    settings = deployment(workers=8, requests_per_minute=rpm)
+    settings = deployment(services=False, workers=8, requests_per_minute=rpm)
     # The server runs the same bucket as ours, holding one second's worth at the start: every request
     # beyond what the limit allows is refused with a 429, so no 429 means never over the limit.
     sim.configure(rpm=rpm, initial_s=1.0)
@@ -52,7 +52,7 @@ def test_eight_workers_and_twelve_batches_stay_within_the_limit(deployment, sim)
 
 def test_limits_learned_when_configured_2x_too_high_and_retry_after_honoured(deployment, sim):
     real = 1200
-    settings = deployment(requests_per_minute=2 * real)
+    settings = deployment(services=False, requests_per_minute=2 * real)
     sim.configure(rpm=real, initial_s=0.0)  # the server's bucket starts empty: our first wave meets 429s
     results = run_batches(settings, _small_batches(4, "hi", size=8))
     assert all(r.state.value == "COMPLETED" for r in results)
@@ -72,7 +72,7 @@ def test_limits_learned_when_configured_2x_too_high_and_retry_after_honoured(dep
 
 def test_limits_learned_when_configured_2x_too_low(deployment, sim):
     real = 1200
-    settings = deployment(requests_per_minute=real // 2)
+    settings = deployment(services=False, requests_per_minute=real // 2)
     sim.configure(rpm=real, initial_s=1.0)  # a busy key: no burst to hide the sustained rate
     run_batches(settings, _small_batches(4, "lo", size=11))
     assert _learned(settings).get("requests") == real
@@ -85,7 +85,7 @@ def test_limits_learned_when_configured_2x_too_low(deployment, sim):
 
 
 def test_each_injected_fault_lands_with_its_error_type_and_status(deployment, sim):
-    settings = deployment(requests_per_minute=2400)
+    settings = deployment(services=False, requests_per_minute=2400)
     sim.configure(rpm=1200, initial_s=1.0, error_rate=0.08, overload_rate=0.08, timeout_rate=0.04, hang_s=6.0,
                   malformed_rate=0.08, max_tokens_rate=0.08, invalid_rate=0.08, auth_error_rate=0.08)
     results = run_batches(settings, [{"essays": essays(16, f"fault{i}-"), "max_comparisons": 80} for i in range(2)])
@@ -106,7 +106,7 @@ def test_each_injected_fault_lands_with_its_error_type_and_status(deployment, si
 
 def test_a_small_batch_is_not_starved_by_large_ones_saturating_the_limit(deployment, sim):
     rpm = 300  # 5 a second: the large batches' backlog outlasts the small batch's coordinator start
-    settings = deployment(requests_per_minute=rpm)
+    settings = deployment(services=False, requests_per_minute=rpm)
     sim.configure(rpm=rpm, initial_s=1.0)  # a busy key: the large batches saturate it
 
     async def go():

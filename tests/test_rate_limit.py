@@ -2,7 +2,7 @@
 
 import pytest
 
-from cjcore.rate_limit import Limits, PoolLimiter, check_limits
+from cjcore.rate_limit import Limits, PoolLimiter, acquire_depth, check_limits
 
 
 def _drain(limiter, now, tokens=100):
@@ -73,6 +73,12 @@ def test_a_retry_after_pauses_the_whole_pool():
     lim.pause(2.0, now=0.0)
     assert lim.try_acquire(10, 1.0) == (pytest.approx(1.0), None)
     assert lim.try_acquire(10, 2.0)[1] is not None
+
+
+def test_permit_requests_in_flight_cover_the_round_trip_at_the_pool_rate():
+    assert acquire_depth(3000, 2) == 7  # 50/s × 0.25 s over 2 workers
+    assert acquire_depth(300, 2) == 2  # a slow pool: at least two, so the pump is never idle on one trip
+    assert acquire_depth(12_000, 1) == 50
 
 
 def test_refusals_of_requests_sent_before_a_pause_do_not_extend_it():
