@@ -29,18 +29,6 @@ _HEADER_BUCKETS = {"requests": "requests", "input-tokens": "input_tokens", "outp
 TOOL_USE_OVERHEAD_TOKENS = 346
 CHARS_PER_TOKEN = 3.5  # a first guess; the true ratio is learned from usage (PoolLimiter.input_ratio)
 INPUT_MARGIN = 1.02  # learned estimates are means: keep 2% headroom
-
-# How long a permit's round trip to the limiter actor takes on a loaded node (~0.25 s measured here with a
-# hundred live batches on 2 cores).
-LIMITER_ROUND_TRIP_S = 0.25
-
-
-def acquire_depth(requests_per_minute: int, workers: int) -> int:
-    """Permit requests one worker keeps waiting at the limiter: enough to cover the round trip at the
-    pool's rate, no more. The limiter serves first come, first served, so whatever waits there is ahead of
-    a batch that arrives next (the round-robin across batches happens in the workers' queues). One at a
-    time served ~8 requests/s per worker under load; unbounded, a new small batch waited behind them all."""
-    return max(2, math.ceil(requests_per_minute / 60 * LIMITER_ROUND_TRIP_S / workers))
 # Buckets hold a minute's worth, like the provider's. Until a response has told us the server's
 # `remaining`, we hold at most one second's worth: we do not know what else has drawn on the key, so we
 # do not burst blind (and sharp ramps meet the provider's acceleration limits).
@@ -203,3 +191,16 @@ def _int(value: str | None) -> int | None:
         return int(value) if value is not None else None
     except ValueError:
         return None
+
+
+# How long a permit's round trip to the limiter actor takes on a loaded node (~0.25 s measured here with a
+# hundred live batches on 2 cores).
+LIMITER_ROUND_TRIP_S = 0.25
+
+
+def acquire_depth(requests_per_minute: int, workers: int) -> int:
+    """Permit requests one worker keeps waiting at the limiter: enough to cover the round trip at the
+    pool's rate, no more. The limiter serves first come, first served, so whatever waits there is ahead of
+    a batch that arrives next (the round-robin across batches happens in the workers' queues). One at a
+    time served ~8 requests/s per worker under load; unbounded, a new small batch waited behind them all."""
+    return max(2, math.ceil(requests_per_minute / 60 * LIMITER_ROUND_TRIP_S / workers))

@@ -36,7 +36,7 @@ class LoadPlan:
     concurrency: int | None = None  # batches in flight at once (None: all)
     # Batches being submitted (their coordinators started) at once. A coordinator is a process: ~2.5 s of
     # CPU to start, then ~1% of a core while it lives (Ray's own 10 ms loop in every worker). A hundred
-    # started together on 2 cores all live for the whole run: 439 s instead of 244 s here (README, Scale).
+    # started together on 2 cores all live for the whole run: 423 s instead of 276 s here (README, Scale).
     start_concurrency: int = 4
     rpm: int | None = None  # the pool's requests/min, for rate_limit_use
     chaos: bool = False
