@@ -42,6 +42,23 @@ def group_of(proc: Any, me: int) -> tuple[str | None, bool]:
     return None, True
 
 
+class ProcessGroups:
+    """`group_of` with each settled answer kept by pid: reading every command line on every sample was
+    most of a sampler's cost."""
+
+    def __init__(self) -> None:
+        self._me = os.getpid()
+        self._settled: dict[int, str | None] = {}
+
+    def of(self, proc: Any) -> str | None:
+        if proc.pid in self._settled:
+            return self._settled[proc.pid]
+        group, final = group_of(proc, self._me)
+        if final:
+            self._settled[proc.pid] = group
+        return group
+
+
 @dataclass
 class MemoryFigures:
     # Memory in use on this node (total − available, so shared pages count once), before and at the peak.
@@ -56,23 +73,16 @@ async def sample_memory(stop: asyncio.Event, every_s: float = 1.0) -> MemoryFigu
     own (resident minus shared: what one more coordinator adds)."""
     import psutil
 
-    me = os.getpid()
     out = MemoryFigures()
     private: list[float] = []
-    groups: dict[int, str | None] = {}  # settled groups by pid: reading command lines is the costly part
+    groups = ProcessGroups()
     first = True
     while True:
         vm = psutil.virtual_memory()
         used = float(vm.total - vm.available)
         coordinators = []
         for proc in psutil.process_iter():
-            if proc.pid in groups:
-                group = groups[proc.pid]
-            else:
-                group, final = group_of(proc, me)
-                if final:
-                    groups[proc.pid] = group
-            if group != "coordinators":
+            if groups.of(proc) != "coordinators":
                 continue
             try:
                 mem = proc.memory_info()

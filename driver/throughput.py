@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from cjcore.sample import eng5_truth
 from cjcore.settings import Settings
-from driver.processes import group_of
+from driver.processes import ProcessGroups
 from simprovider.server import SimConfig
 
 
@@ -30,20 +30,13 @@ class CpuSampler:
         self._every = every_s
         self._first: dict[int, float] = {}
         self._last: dict[int, tuple[str, float]] = {}
-        self._groups: dict[int, str] = {}  # reading every command line each time was most of the sampler's cost
+        self._groups = ProcessGroups()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self, initial: bool) -> None:
-        import os
-
-        me = os.getpid()
         for proc in self._psutil.process_iter():
-            group = self._groups.get(proc.pid)
-            if group is None:
-                group, final = group_of(proc, me)
-                if final and group is not None:
-                    self._groups[proc.pid] = group
+            group = self._groups.of(proc)
             if group is None:
                 continue
             try:
