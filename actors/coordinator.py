@@ -13,6 +13,7 @@ at once; finalization writes scores, projections and the one outbox event in one
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -187,6 +188,10 @@ class BatchCoordinator:
     # -- the state machine ------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        if self._state is BatchState.QUEUED:  # not admitted: admission creates the coordinator when it is
+            self._log.warning("batch %s: still QUEUED; coordinator exits", self.batch_id)
+            ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+            return
         try:
             while self._state not in TERMINAL_STATES:
                 await self._wake.wait()
@@ -198,6 +203,8 @@ class BatchCoordinator:
             ray.kill(ray.get_runtime_context().current_actor, no_restart=False)
             return
         self._log.info("batch %s: %s; coordinator exits", self.batch_id, self._state.value)
+        with contextlib.suppress(ValueError, RayError):  # room for the next queued batch, now
+            ray.get_actor(names.ADMISSION, namespace=self._settings.ray_namespace).wake.remote()
         await metrics.flush()
         # A finished coordinator holds ~50 MB for nothing: leave (no restart for a clean exit).
         ray.kill(ray.get_runtime_context().current_actor, no_restart=True)

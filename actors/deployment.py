@@ -6,31 +6,15 @@ from __future__ import annotations
 import ray
 
 from actors import names
+from actors.activation import SPREAD
 from cjcore.settings import Settings
 
 
-def ensure_coordinator(batch_id: str, settings: Settings) -> ray.actor.ActorHandle:
-    """The batch's coordinator, created from the database if it is not running (idempotent)."""
-    from actors.coordinator import BatchCoordinator
-
-    return BatchCoordinator.options(  # type: ignore[attr-defined]
-        name=names.coordinator(batch_id),
-        namespace=settings.ray_namespace,
-        lifetime="detached",
-        get_if_exists=True,
-        scheduling_strategy=SPREAD,
-    ).remote(batch_id, settings)
-
-
-# Coordinators, provider workers and scorers ask for no CPU, so Ray's default policy would keep them all
-# on the node that creates them; SPREAD puts them across the cluster's nodes (no node affinity).
-SPREAD = "SPREAD"
-
-
 def deploy(settings: Settings, *, services: bool = True) -> dict[str, ray.actor.ActorHandle]:
-    """Start (or find) the provider pool, the scoring pool, the Supervisor, the outbox publisher and the
-    metrics server; wait until they answer. services=False leaves out the last three (tests of the pool
+    """Start (or find) the provider pool, the scoring pool, admission, the Supervisor, the outbox publisher
+    and the metrics server; wait until they answer. services=False leaves out the last three (tests of the pool
     alone: each is a process, ~2 s of CPU to start)."""
+    from actors.admission import Admission
     from actors.limiter import RateLimiter
     from actors.metrics_server import MetricsServer
     from actors.outbox import OutboxPublisher
@@ -50,6 +34,7 @@ def deploy(settings: Settings, *, services: bool = True) -> dict[str, ray.actor.
     for i in range(settings.scorers):
         handles[names.scoring(i)] = ScoringActor.options(
             name=names.scoring(i), scheduling_strategy=SPREAD, **common).remote(settings.ray_namespace)
+    handles[names.ADMISSION] = Admission.options(name=names.ADMISSION, **common).remote(settings)
     if services:
         handles[names.SUPERVISOR] = Supervisor.options(name=names.SUPERVISOR, **common).remote(settings)
         handles[names.OUTBOX] = OutboxPublisher.options(name=names.OUTBOX, **common).remote(settings)
@@ -59,7 +44,7 @@ def deploy(settings: Settings, *, services: bool = True) -> dict[str, ray.actor.
 
 def teardown(settings: Settings) -> None:
     """Kill the long-lived actors of the settings' namespace (tests, and `down` of a shared cluster)."""
-    wanted = [names.LIMITER, names.SUPERVISOR, names.OUTBOX, names.METRICS,
+    wanted = [names.LIMITER, names.ADMISSION, names.SUPERVISOR, names.OUTBOX, names.METRICS,
               *map(names.provider, range(settings.workers)), *map(names.scoring, range(settings.scorers))]
     for name in wanted:
         try:

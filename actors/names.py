@@ -6,6 +6,7 @@ SUPERVISOR = "cj-supervisor"
 LIMITER = "cj-limiter"
 OUTBOX = "cj-outbox"
 METRICS = "cj-metrics"
+ADMISSION = "cj-admission"
 
 
 def coordinator(batch_id: str) -> str:

@@ -23,7 +23,7 @@ import ray
 from ray.exceptions import RayError
 
 from actors import metrics, names
-from actors.deployment import ensure_coordinator
+from actors.activation import ensure_coordinator
 from cjcore.settings import Settings
 from storage.database import make_engine
 from storage.repository import Repository

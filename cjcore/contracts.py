@@ -26,6 +26,7 @@ DEFAULT_INSTRUCTIONS = (
 
 
 class BatchState(enum.StrEnum):
+    QUEUED = "QUEUED"  # accepted and stored; waiting for admission (a live coordinator)
     INITIALIZING = "INITIALIZING"
     GENERATING_PAIRS = "GENERATING_PAIRS"
     WAITING_CALLBACKS = "WAITING_CALLBACKS"

@@ -8,7 +8,8 @@
     ├── SchemaMismatch           database enums differ from the code's; refuse to start
     ├── ConfigError              settings that cannot work (e.g. a zero rate limit)
     ├── BatchTimeout             wait() gave up before the batch reached a terminal state
-    └── DatabaseUnavailable      PostgreSQL unreachable for longer than CJ_DATABASE_OUTAGE_S
+    ├── DatabaseUnavailable      PostgreSQL unreachable for longer than CJ_DATABASE_OUTAGE_S
+    └── DeploymentNotFound       no deployment (admission actor) in the Ray namespace to hand a batch to
 """
 
 from __future__ import annotations
@@ -47,4 +48,8 @@ class BatchTimeout(CJError):
 
 
 class DatabaseUnavailable(CJError):
+    pass
+
+
+class DeploymentNotFound(CJError):
     pass

@@ -37,6 +37,8 @@ CATALOG: tuple[Metric, ...] = (
     Metric("cj_batch_duration_seconds", "histogram", "Submit to terminal state", ("state",), SECONDS),
     Metric("cj_finalize_lag_seconds", "histogram", "Last needed result recorded to the terminal state", (),
            SECONDS),
+    Metric("cj_admission_wait_seconds", "histogram", "Submit to admission (QUEUED → a live coordinator)", (),
+           SECONDS),
     # Provider
     Metric("llm_provider_requests_total", "counter", "Provider calls by outcome", ("provider", "model", "outcome")),
     Metric("llm_provider_api_errors_total", "counter", "Provider calls that failed, by type and HTTP status",

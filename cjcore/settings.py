@@ -86,6 +86,12 @@ class Settings(BaseSettings):
 
     database_outage_s: float = Field(default=60.0, gt=0)  # DB calls retry this long through a restart
 
+    # Admission: batches are accepted QUEUED; this many have a live coordinator at once (None: 25 per CPU of
+    # the cluster, at most half its schedulable memory at ~100 MB each; cjcore/admission.py)
+    max_live_batches: int | None = Field(default=None, ge=1)
+    admission_start_concurrency: int = Field(default=4, ge=1)  # coordinators starting at once
+    admission_aging_per_s: float = Field(default=2.0, ge=0)  # see cjcore/admission.py
+
     # Scoring and supervision
     scorers: int = Field(default=1, ge=1, le=64)
     max_processing_seconds: float = Field(default=300.0, gt=0)

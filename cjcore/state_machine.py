@@ -6,6 +6,7 @@ from cjcore.contracts import TERMINAL_STATES, BatchState
 
 S = BatchState
 _ALLOWED: dict[BatchState, frozenset[BatchState]] = {
+    S.QUEUED: frozenset({S.INITIALIZING}),
     S.INITIALIZING: frozenset({S.GENERATING_PAIRS}),
     S.GENERATING_PAIRS: frozenset({S.WAITING_CALLBACKS}),
     S.WAITING_CALLBACKS: frozenset({S.SCORING}),

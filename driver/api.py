@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import ray
 
 from actors import names
-from actors.deployment import ensure_coordinator
+from actors.activation import ensure_coordinator
+from cjcore import admission
 from cjcore.contracts import (
     TERMINAL_STATES,
     BatchRequest,
@@ -28,10 +29,10 @@ from cjcore.contracts import (
     new_batch_id,
     parse_batch_request,
 )
-from cjcore.errors import BatchNotFound, BatchTimeout
+from cjcore.errors import BatchNotFound, BatchTimeout, DeploymentNotFound, InvalidRequest
 from cjcore.settings import Settings
 from storage.database import make_engine
-from storage.repository import Repository
+from storage.repository import NewBatch, Repository
 
 Progress = Callable[[BatchState, Counters], None]
 
@@ -60,14 +61,33 @@ class CJClient:
         await self.close()
 
     async def submit(self, data: dict[str, Any] | BatchRequest) -> str:
-        request = data if isinstance(data, BatchRequest) else parse_batch_request(data)
-        batch_id = request.batch_id or new_batch_id()
-        budget, source = budget_for(request, self.settings)
-        threshold = request.completion_threshold_pct or self.settings.completion_threshold_pct
-        await self.repo.create_batch(batch_id, request, budget, source, threshold)
-        coordinator = ensure_coordinator(batch_id, self.settings)
-        await coordinator.ping.remote()  # surfaces a coordinator that cannot start, now
-        return batch_id
+        return (await self.submit_many([data]))[0]
+
+    async def submit_many(self, data: Sequence[dict[str, Any] | BatchRequest]) -> list[str]:
+        """Validate every request, then store them all QUEUED in one transaction (all or none) and wake
+        the deployment's admission, which starts their coordinators as room allows."""
+        requests = [d if isinstance(d, BatchRequest) else parse_batch_request(d) for d in data]
+        new = []
+        for request in requests:
+            budget, source = budget_for(request, self.settings)
+            threshold = request.completion_threshold_pct or self.settings.completion_threshold_pct
+            new.append(NewBatch(request.batch_id or new_batch_id(), request, budget, source, threshold))
+        ids = [b.batch_id for b in new]
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise InvalidRequest("batch_id", f"{dup!r} appears more than once in this submission")
+        await self.repo.create_batches(new, self.settings.ray_namespace)
+        self._admission().wake.remote()  # fire and forget: admission also looks every few seconds
+        return ids
+
+    def _admission(self) -> ray.actor.ActorHandle:
+        try:
+            return ray.get_actor(names.ADMISSION, namespace=self.settings.ray_namespace)
+        except ValueError:
+            raise DeploymentNotFound(
+                f"no deployment in Ray namespace {self.settings.ray_namespace!r} (its {names.ADMISSION} actor is "
+                "missing): start one with `launch.py up`"
+            ) from None
 
     async def status(self, batch_id: str) -> tuple[BatchState, Counters]:
         return await self.repo.state_of(batch_id)
@@ -99,6 +119,9 @@ class CJClient:
         state, _ = await self.repo.state_of(batch_id)
         if state in TERMINAL_STATES:
             return state
+        if state is BatchState.QUEUED and await self.repo.finalize(
+                batch_id, BatchState.CANCELLED, "cancelled", only_from=BatchState.QUEUED) is not None:
+            return BatchState.CANCELLED  # never admitted: nothing was sent
         coordinator = ensure_coordinator(batch_id, self.settings)
         return BatchState(await coordinator.cancel.remote())
 
@@ -112,7 +135,17 @@ class CJClient:
         return report
 
     async def health(self, batch_id: str | None = None) -> list[dict[str, Any]]:
+        """Rows of cj_batch_health; a QUEUED batch also gets its place in the admission queue (1: next)."""
         rows = await self.repo.health(batch_id)
         if batch_id is not None and not rows:
             raise BatchNotFound(f"batch {batch_id!r} not found")
+        if batch_id is not None and rows[0]["state"] != BatchState.QUEUED.value:
+            rows[0]["queue_position"] = None
+            return rows
+        queued = rows if batch_id is None else await self.repo.health()
+        places = {q.batch_id: i + 1 for i, q in enumerate(admission.order(
+            [admission.Queued(r["batch_id"], r["total_budget"], r["essays"], r["age_s"])
+             for r in queued if r["state"] == BatchState.QUEUED.value], self.settings.admission_aging_per_s))}
+        for r in rows:
+            r["queue_position"] = places.get(r["batch_id"])
         return rows

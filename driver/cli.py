@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from cjcore.contracts import TERMINAL_STATES, BatchResult, BatchState, Counters, parse_batch_request
-from cjcore.errors import BatchTimeout, CJError, ConfigError
+from cjcore.contracts import TERMINAL_STATES, BatchRequest, BatchResult, BatchState, Counters, parse_batch_request
+from cjcore.errors import BatchTimeout, CJError, ConfigError, InvalidRequest
 from cjcore.settings import Settings, load_settings
 from driver import render
 from driver.runtime import (
@@ -151,30 +151,52 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if result.state is BatchState.COMPLETED else 1
 
 
+def _read_request(path: str, several: bool) -> BatchRequest:
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"FILE: cannot read {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"FILE: {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    try:
+        return parse_batch_request(data)
+    except InvalidRequest as exc:
+        if several:  # say which file
+            raise InvalidRequest(exc.field, f"{str(exc).split(': ', 1)[-1]} (in {path})") from None
+        raise
+
+
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     from driver.api import CJClient
 
-    try:
-        data = json.loads(Path(args.file).read_text())
-    except OSError as exc:
-        raise ConfigError(f"FILE: cannot read {args.file}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"FILE: {args.file} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
-    request = parse_batch_request(data)  # refused here, before any connection or storage
+    # Every file is read and validated before any connection or storage: one bad request stores none.
+    requests = [_read_request(f, len(args.file) > 1) for f in args.file]
     settings = deployment_settings(settings)
     init_ray(settings, local=False)
+    several = len(requests) > 1
 
     async def run() -> int:
         async with CJClient(settings) as client:
-            batch_id = await client.submit(request)
+            batch_ids = await client.submit_many(requests)
             if not args.wait:
-                print(json.dumps({"batch_id": batch_id}) if args.json else batch_id)
+                accepted = [{"batch_id": b, "state": BatchState.QUEUED.value} for b in batch_ids]
+                if args.json:
+                    print(json.dumps(accepted if several else accepted[0]))
+                else:
+                    print("\n".join(batch_ids))
                 return 0
-            progress, update = _progress_printer(args.json)
-            with progress:
-                result = await client.wait(batch_id, timeout_s=args.timeout, progress=update)
-            _print_result(result, args.json)
-            return 0 if result.state is BatchState.COMPLETED else 1
+            if several:
+                results = await asyncio.gather(*(client.wait(b, timeout_s=args.timeout) for b in batch_ids))
+            else:
+                progress, update = _progress_printer(args.json)
+                with progress:
+                    results = [await client.wait(batch_ids[0], timeout_s=args.timeout, progress=update)]
+            if args.json and several:
+                print(json.dumps([r.model_dump(mode="json") for r in results]))
+            else:
+                for result in results:
+                    _print_result(result, args.json)
+            return 0 if all(r.state is BatchState.COMPLETED for r in results) else 1
 
     return asyncio.run(run())
 
@@ -210,8 +232,11 @@ def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
 
     async def run() -> int:
         async with CJClient(settings) as client:
+            before, _ = await client.status(args.id)
             state = await client.cancel(args.id)
-            if state in TERMINAL_STATES:
+            if before is BatchState.QUEUED and state is BatchState.CANCELLED:
+                print(f"batch {args.id}: cancelled while queued; nothing was sent")
+            elif state in TERMINAL_STATES:
                 print(f"batch {args.id}: already {state.value}; nothing to cancel")
             else:
                 print(f"batch {args.id}: cancel requested; in-flight results will land, then CANCELLED")
@@ -469,9 +494,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--drain-timeout", type=float, default=30.0, help="seconds to let calls in flight land")
     d.set_defaults(func=cmd_down)
 
-    s = sub.add_parser("submit", help="submit a batch request (JSON file)")
+    s = sub.add_parser("submit", help="submit batch requests (JSON files), stored QUEUED at once, all or none")
     _address_option(s)
-    s.add_argument("file")
+    s.add_argument("file", nargs="+")
     s.add_argument("--wait", action="store_true")
     s.add_argument("--timeout", type=float, default=None)
     s.add_argument("--json", action="store_true")

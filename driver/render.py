@@ -49,14 +49,14 @@ def result_table(result: BatchResult) -> None:
 
 def health_table(rows: list[dict[str, Any]]) -> None:
     table = Table()
-    cols = ["batch_id", "state", "total_budget", "submitted_comparisons", "completed_comparisons",
+    cols = ["batch_id", "state", "queue_position", "total_budget", "submitted_comparisons", "completed_comparisons",
             "failed_comparisons", "in_flight", "anchors", "projections", "events", "age_s"]
-    heads = ["batch", "state", "budget", "submitted", "completed", "failed", "in flight", "anchors",
+    heads = ["batch", "state", "queue", "budget", "submitted", "completed", "failed", "in flight", "anchors",
              "projections", "events", "age s"]
     for h in heads:
         table.add_column(h, no_wrap=h in ("batch", "state"))
     for r in rows:
-        table.add_row(*[f"{r[c]:.0f}" if c == "age_s" else str(r[c]) for c in cols])
+        table.add_row(*[f"{r[c]:.0f}" if c == "age_s" else "" if r.get(c) is None else str(r[c]) for c in cols])
     console.print(table)
 
 

@@ -76,6 +76,15 @@ class EssayRow:
     se: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class NewBatch:
+    batch_id: str
+    request: BatchRequest
+    total_budget: int
+    source: BudgetSource
+    threshold_pct: float
+
+
 @dataclass(slots=True)
 class BatchSnapshot:
     """Everything a coordinator needs to (re)start a batch, read from the database alone."""
@@ -153,51 +162,37 @@ class Repository:
     # ----------------------------------------------------------------------------------------------
     # Creating and loading a batch
 
-    async def create_batch(
-        self, batch_id: str, request: BatchRequest, total_budget: int, source: BudgetSource, threshold_pct: float
-    ) -> None:
-        """Store the typed original request, its essays and the initial state, in one transaction."""
+    async def create_batches(self, batches_in: Sequence[NewBatch], namespace: str) -> None:
+        """Store each typed original request, its essays and its initial state QUEUED, all in one
+        transaction: every batch is accepted, or (an id already taken) none is."""
         try:
             async with self.engine.begin() as conn:
-                await conn.execute(
-                    insert(batches).values(
-                        batch_id=batch_id,
-                        status=BatchStatus.ACTIVE,
-                        original_request=request.model_dump_json(),
-                        budget_source=source,
-                        assignment_id=request.assignment_id,
-                        course_code=request.course_code,
-                        user_id=request.user_id,
-                    )
-                )
-                await conn.execute(
-                    insert(batch_states).values(
-                        batch_id=batch_id,
-                        state=BatchState.INITIALIZING,
-                        total_budget=total_budget,
-                        completion_threshold_pct=threshold_pct,
-                        metadata={"budget_source": source.value, "n_essays": len(request.essays)},
-                    )
-                )
-                await conn.execute(
-                    insert(essays),
-                    [
-                        {
-                            "batch_id": batch_id,
-                            "essay_id": e.essay_id,
-                            "position": i,
-                            "text": e.text,
-                            "text_sha256": hashlib.sha256(e.text.encode()).hexdigest(),
-                            "is_anchor": e.is_anchor,
-                            "known_grade": e.known_grade,
-                            "anchor_ref_id": e.anchor_ref_id,
-                        }
-                        for i, e in enumerate(request.essays)
-                    ],
-                )
+                taken = (await conn.execute(select(batches.c.batch_id).where(
+                    batches.c.batch_id.in_([b.batch_id for b in batches_in])).limit(1))).scalar_one_or_none()
+                if taken is not None:
+                    raise BatchExists(f"batch_id: batch {taken!r} already exists")
+                await conn.execute(insert(batches), [
+                    {"batch_id": b.batch_id, "status": BatchStatus.ACTIVE,
+                     "original_request": b.request.model_dump_json(), "budget_source": b.source,
+                     "assignment_id": b.request.assignment_id, "course_code": b.request.course_code,
+                     "user_id": b.request.user_id, "ray_namespace": namespace}
+                    for b in batches_in
+                ])
+                await conn.execute(insert(batch_states), [
+                    {"batch_id": b.batch_id, "state": BatchState.QUEUED, "total_budget": b.total_budget,
+                     "completion_threshold_pct": b.threshold_pct,
+                     "metadata": {"budget_source": b.source.value, "n_essays": len(b.request.essays)}}
+                    for b in batches_in
+                ])
+                await conn.execute(insert(essays), [
+                    {"batch_id": b.batch_id, "essay_id": e.essay_id, "position": i, "text": e.text,
+                     "text_sha256": hashlib.sha256(e.text.encode()).hexdigest(), "is_anchor": e.is_anchor,
+                     "known_grade": e.known_grade, "anchor_ref_id": e.anchor_ref_id}
+                    for b in batches_in for i, e in enumerate(b.request.essays)
+                ])
         except IntegrityError as exc:
-            if "cj_batches_pkey" in str(exc.orig):
-                raise BatchExists(f"batch_id: batch {batch_id!r} already exists") from None
+            if "cj_batches_pkey" in str(exc.orig):  # submitted by someone else at the same moment
+                raise BatchExists("batch_id: a batch of this submission already exists") from None
             raise
 
     async def load(self, batch_id: str) -> BatchSnapshot:
@@ -380,7 +375,7 @@ class Repository:
 
     async def _transition(
         self, conn: AsyncConnection, batch_id: str, target: BatchState, meta: dict[str, Any] | None,
-        reason: str | None = None,
+        reason: str | None = None, only_from: BatchState | None = None,
     ) -> bool:
         values: dict[str, Any] = {"state": target, "last_activity_at": func.now()}
         if meta:
@@ -389,7 +384,8 @@ class Repository:
             values["completion_reason"] = reason
         res = await conn.execute(
             update(batch_states)
-            .where(batch_states.c.batch_id == batch_id, batch_states.c.state.in_(sources_of(target)))
+            .where(batch_states.c.batch_id == batch_id,
+                   batch_states.c.state.in_(sources_of(target) if only_from is None else [only_from]))
             .values(**values)
         )
         return res.rowcount == 1
@@ -435,13 +431,14 @@ class Repository:
         ranks: dict[str, int] | None = None,
         grade_projections: Sequence[GradeProjectionOut] = (),
         meta: dict[str, Any] | None = None,
+        only_from: BatchState | None = None,
     ) -> float | None:
         """Reach a terminal state exactly once, with scores, projections and one outbox event, in one
         transaction. Returns the batch's age in seconds (submit → now); None (and nothing written) if
-        the batch was already terminal."""
+        the batch was already terminal (or, with `only_from`, not in that state)."""
         assert target in TERMINAL_STATES
         async with self.engine.begin() as conn:
-            if not await self._transition(conn, batch_id, target, meta, reason=reason):
+            if not await self._transition(conn, batch_id, target, meta, reason=reason, only_from=only_from):
                 return None
             age = (
                 await conn.execute(
@@ -718,12 +715,12 @@ FROM cj_batch_states s JOIN cj_batches b USING (batch_id) WHERE s.batch_id = :b"
         return bad
 
     async def idle_batch_ids(self, idle_s: float) -> list[str]:
-        """Non-terminal batches with no activity for `idle_s` seconds."""
+        """Admitted, non-terminal batches with no activity for `idle_s` seconds."""
         async with self.engine.connect() as conn:
             rows = (
                 await conn.execute(
                     select(batch_states.c.batch_id).where(
-                        batch_states.c.state.not_in(list(TERMINAL_STATES)),
+                        batch_states.c.state.not_in([BatchState.QUEUED, *TERMINAL_STATES]),
                         batch_states.c.last_activity_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, idle_s),
                     )
                 )
@@ -810,7 +807,7 @@ SELECT batch_id FROM cj_batch_health
             head = (await conn.execute(text("""
 SELECT coalesce(sum(submitted_comparisons), 0) AS submitted, coalesce(sum(completed_comparisons), 0) AS completed,
        coalesce(sum(failed_comparisons), 0) AS failed,
-       count(*) FILTER (WHERE state NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')
+       count(*) FILTER (WHERE state NOT IN ('QUEUED', 'COMPLETED', 'FAILED', 'CANCELLED')
                           AND last_activity_at < now() - make_interval(secs => :idle)) AS stuck,
        p.expired, p.retried,
        (SELECT count(*) FROM cj_event_outbox WHERE published_at IS NULL) AS outbox_unpublished,
@@ -830,10 +827,12 @@ SELECT coalesce(sum(submitted_comparisons), 0) AS submitted, coalesce(sum(comple
         }
 
     async def active_batch_ids(self) -> list[str]:
+        """Admitted batches not yet terminal (each should have a coordinator)."""
         async with self.engine.connect() as conn:
             rows = (
                 await conn.execute(
-                    select(batch_states.c.batch_id).where(batch_states.c.state.not_in(list(TERMINAL_STATES)))
+                    select(batch_states.c.batch_id).where(
+                        batch_states.c.state.not_in([BatchState.QUEUED, *TERMINAL_STATES]))
                 )
             ).all()
         return [r[0] for r in rows]

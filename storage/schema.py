@@ -61,6 +61,8 @@ batches = Table(
     Column("user_id", Text),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("finished_at", DateTime(timezone=True)),
+    Column("ray_namespace", Text),  # the deployment whose admission controller owns the batch (0004)
+    Column("admitted_at", DateTime(timezone=True)),  # QUEUED → INITIALIZING (0004)
 )
 
 batch_states = Table(
@@ -77,6 +79,7 @@ batch_states = Table(
     Column("completion_reason", Text),
     Column("last_activity_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Index("ix_cj_batch_states_state", "state"),
 )
 
 essays = Table(

@@ -1,0 +1,64 @@
+"""The admission queue's queries: batches accepted QUEUED, how many are live, admitting one.
+
+A deployment (Ray namespace) admits only the batches submitted to it, so several deployments may share
+one database (the tests do).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cjcore.admission import Queued
+from cjcore.contracts import TERMINAL_STATES, BatchState
+from storage.outage import rides_out_outages
+from storage.schema import batch_states, batches
+
+_NOT_LIVE = [BatchState.QUEUED, *TERMINAL_STATES]
+
+
+def _mine(namespace: str):  # type: ignore[no-untyped-def]
+    return func.coalesce(batches.c.ray_namespace, "cj") == namespace
+
+
+@rides_out_outages
+class BatchQueue:
+    def __init__(self, engine: AsyncEngine, namespace: str, outage_s: float = 60.0):
+        self.engine = engine
+        self.namespace = namespace
+        self.outage_s = outage_s
+
+    async def queued(self) -> list[Queued]:
+        """Every QUEUED batch of this deployment, with what admission orders them by."""
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(
+                select(batch_states.c.batch_id, batch_states.c.total_budget,
+                       batch_states.c.metadata["n_essays"].as_integer(),
+                       func.extract("epoch", func.now() - batches.c.created_at))
+                .join(batches, batches.c.batch_id == batch_states.c.batch_id)
+                .where(batch_states.c.state == BatchState.QUEUED, _mine(self.namespace))
+            )).all()
+        return [Queued(r[0], r[1], r[2] or 0, float(r[3])) for r in rows]
+
+    async def live(self) -> int:
+        """Batches admitted and not yet terminal (each has, or is about to have, a coordinator)."""
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(
+                select(func.count()).select_from(batch_states)
+                .join(batches, batches.c.batch_id == batch_states.c.batch_id)
+                .where(batch_states.c.state.not_in(_NOT_LIVE), _mine(self.namespace))
+            )).scalar_one())
+
+    async def admit(self, batch_id: str) -> bool:
+        """QUEUED → INITIALIZING; False if it is no longer QUEUED (cancelled, or admitted by a repeat of this
+        call whose reply was lost: the caller makes sure of its coordinator either way)."""
+        async with self.engine.begin() as conn:
+            moved = (await conn.execute(
+                update(batch_states)
+                .where(batch_states.c.batch_id == batch_id, batch_states.c.state == BatchState.QUEUED)
+                .values(state=BatchState.INITIALIZING, last_activity_at=func.now())
+            )).rowcount == 1
+            if moved:
+                await conn.execute(update(batches).where(batches.c.batch_id == batch_id)
+                                   .values(admitted_at=func.now()))
+            return moved
