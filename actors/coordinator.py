@@ -26,7 +26,7 @@ from ray.exceptions import RayError
 
 from actors import metrics, names
 from cjcore import pairing
-from cjcore.completion import Policy, completion_pct, decide, failing
+from cjcore.completion import Policy, completion_pct, decide, failing, provider_out
 from cjcore.contracts import (
     GRADE_SCALE,
     TERMINAL_STATES,
@@ -43,7 +43,7 @@ from cjcore.contracts import (
     new_correlation_id,
 )
 from cjcore.grade_projection import Anchor, project
-from cjcore.retry import NOT_JUDGED, Attempt, plan_retries, should_retry
+from cjcore.retry import NOT_JUDGED, TRANSIENT, Attempt, backoff_s, plan_retries, should_retry
 from cjcore.scores import BTFit, max_score_change, position_wins
 from cjcore.settings import Settings
 from storage.database import make_engine
@@ -85,7 +85,16 @@ class BatchCoordinator:
         self._state = snap.state
         self._counters = snap.counters
         self._threshold_pct = snap.threshold_pct
-        self._cancel_requested = bool(snap.metadata.get("cancel_requested"))
+        # Ending early (cancelled, or the provider out for CJ_PROVIDER_OUTAGE_S): (state, reason, error).
+        # Nothing new is sent; what is at the provider lands, then the batch ends in that state.
+        self._stopping: tuple[BatchState, str, str | None] | None = None
+        if snap.metadata.get("cancel_requested"):
+            self._stopping = (BatchState.CANCELLED, "cancelled", None)
+        elif stop := snap.metadata.get("stopping"):
+            self._stopping = (BatchState(stop["state"]), stop["reason"], stop.get("error"))
+        # Monotonic time since which every result has been a transient failure (None: the provider works).
+        self._failing_since: float | None = None
+        self._rng = random.Random(batch_id)  # backoff jitter
         self._attempted: Counter[frozenset[str]] = pairing.attempt_counts(snap.attempted)
         self._last_scores = {e.essay_id: e.score for e in snap.essays if e.score is not None}
         self._last_ses = {e.essay_id: e.se for e in snap.essays if e.se is not None}
@@ -107,10 +116,12 @@ class BatchCoordinator:
         # The batch's valid verdicts, kept as they are recorded so a round's fit does not reload them all
         # (None: read from the database at the next scoring, when no result is outstanding).
         self._valid: list[Comparison] | None = None
-        # Failed attempts of this round still to be retried (rebuilt from the rows after a restart).
+        # Failed attempts of this round still to be retried (rebuilt from the rows after a restart), and when
+        # each is due (its backoff; due at once after a restart).
         self._owed: list[Attempt] = [
             a for a, err in snap.unretried if should_retry(err, a.attempt, settings.max_attempts)
         ] if self._state is BatchState.WAITING_CALLBACKS else []
+        self._due: dict[str, float] = {}
         if snap.pending and self._state not in TERMINAL_STATES:
             # Restarted mid-round: send again what has no result yet (workers ignore ids they hold;
             # a repeated provider call is recorded once).
@@ -139,22 +150,32 @@ class BatchCoordinator:
         the acknowledgement: it is sent only after the commit."""
         recorded, counters = await self._repo.record_results(self.batch_id, results)
         self._counters = _newer(self._counters, counters)
+        now = time.monotonic()
         if recorded:
-            self._last_result_at = time.monotonic()
+            self._last_result_at = now
+        s = self._settings
         for r in results:
             if r.correlation_id not in recorded:
                 self._log.info("batch %s: result for %s already recorded; ignored", self.batch_id, r.correlation_id)
                 continue
+            attempt = self._in_flight.pop(r.correlation_id, None)
+            if attempt is None:  # handled at an earlier delivery, or a row this process did not dispatch
+                if r.winner is not Winner.ERROR:
+                    self._valid = None  # reread the verdicts at the next scoring
+                continue
             if r.error_type in NOT_JUDGED:
                 self._not_judged += 1
-            attempt = self._in_flight.pop(r.correlation_id, None)
+            if r.error_type in TRANSIENT:
+                self._failing_since = self._failing_since or now
+            elif r.error_type is not ErrorType.CANCELLED:
+                self._failing_since = None  # the judge answered: the provider is working
             if r.winner in (Winner.ESSAY_A, Winner.ESSAY_B) and self._valid is not None:
-                if attempt is None:
-                    self._valid = None  # not a row this process dispatched: reread them all
-                else:
-                    self._valid.append(Comparison(attempt.essay_a_id, attempt.essay_b_id, r.winner))
-            if attempt and should_retry(r.error_type, attempt.attempt, self._settings.max_attempts):
+                self._valid.append(Comparison(attempt.essay_a_id, attempt.essay_b_id, r.winner))
+            if should_retry(r.error_type, attempt.attempt, s.max_attempts) and self._stopping is None:
                 self._owed.append(attempt)
+                if r.error_type in TRANSIENT:
+                    self._due[attempt.correlation_id] = now + backoff_s(
+                        attempt.attempt, s.retry_backoff_s, s.retry_backoff_max_s, 0.5 + self._rng.random() / 2)
         if self._owed or self._counters.in_flight == 0:
             self._wake.set()
         return len(recorded)
@@ -170,20 +191,28 @@ class BatchCoordinator:
         """Stop dispatching; requests still queued at workers become CANCELLED error results, calls
         already at the provider land and are counted; then the batch ends CANCELLED with one event."""
         async with self._lock:
-            if self._state in TERMINAL_STATES:
-                return self._state.value
-            self._cancel_requested = True
-            self._owed.clear()
-            await self._repo.merge_metadata(self.batch_id, {"cancel_requested": True})
-            dropped = await asyncio.gather(*(w.drop_batch.remote(self.batch_id) for w in self._workers))
-            cids = [cid for part in dropped for cid in part]
-            if cids:
-                await self.record_results(
-                    [ComparisonResult.error((cid, self.batch_id), ErrorType.CANCELLED, "batch cancelled")
-                     for cid in cids]
-                )
-            self._wake.set()
+            if self._state not in TERMINAL_STATES:
+                await self._stop(BatchState.CANCELLED, "cancelled", None)
             return self._state.value
+
+    async def _stop(self, target: BatchState, reason: str, error: str | None) -> None:
+        """End early: nothing new is sent, what is queued at the workers becomes CANCELLED error results,
+        and once what is at the provider has landed the batch ends in `target` (`_step`)."""
+        if self._stopping is not None:
+            return
+        self._stopping = (target, reason, error)
+        self._owed.clear()
+        await self._repo.merge_metadata(self.batch_id, {"cancel_requested": True} if target is BatchState.CANCELLED
+                                        else {"stopping": {"state": target.value, "reason": reason, "error": error}})
+        dropped = await asyncio.gather(*(w.drop_batch.remote(self.batch_id) for w in self._workers),
+                                       return_exceptions=True)
+        cids = [cid for part in dropped if isinstance(part, list) for cid in part]
+        if cids:
+            await self.record_results(
+                [ComparisonResult.error((cid, self.batch_id), ErrorType.CANCELLED, f"batch ending: {reason}")
+                 for cid in cids]
+            )
+        self._wake.set()
 
     # -- the state machine ------------------------------------------------------------------------
 
@@ -192,9 +221,12 @@ class BatchCoordinator:
             self._log.warning("batch %s: still QUEUED; coordinator exits", self.batch_id)
             ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
             return
+        # Also look every tick without a message: retries falling due, the provider-outage clock.
+        tick_s = max(0.5, min(30.0, self._settings.provider_outage_s / 4))
         try:
             while self._state not in TERMINAL_STATES:
-                await self._wake.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), tick_s)
                 self._wake.clear()
                 async with self._lock:
                     await self._step()
@@ -223,10 +255,16 @@ class BatchCoordinator:
 
     async def _step(self) -> None:
         state = self._state
-        if self._cancel_requested:
+        outage_s = self._settings.provider_outage_s
+        if self._stopping is None and provider_out(self._failing_since, time.monotonic(), outage_s):
+            await self._stop(BatchState.FAILED, "provider_outage",
+                             f"the provider answered only with transient failures (429, 529, 5xx, timeouts, lost "
+                             f"connections) for {outage_s:g}s (CJ_PROVIDER_OUTAGE_S)")
+        if self._stopping is not None:
             if self._counters.in_flight == 0:
-                self._finalized(BatchState.CANCELLED, await self._repo.finalize(
-                    self.batch_id, BatchState.CANCELLED, "cancelled"))
+                target, reason, error = self._stopping
+                self._finalized(target, await self._repo.finalize(
+                    self.batch_id, target, reason, meta={"error": error} if error else None))
                 await self._reload_state()
         elif state is BatchState.INITIALIZING:
             await self._move(BatchState.GENERATING_PAIRS)
@@ -281,8 +319,18 @@ class BatchCoordinator:
             self._in_flight[r.correlation_id] = r
 
     async def _retry(self) -> None:
-        """Failed attempts of this round become new attempts (new rows, new correlation ids)."""
-        owed, self._owed = self._owed, []
+        """Failed attempts of this round whose backoff is over become new attempts (new rows, new
+        correlation ids); the rest wait for their time."""
+        now = time.monotonic()
+        owed = [a for a in self._owed if self._due.get(a.correlation_id, 0.0) <= now]
+        self._owed = [a for a in self._owed if self._due.get(a.correlation_id, 0.0) > now]
+        for a in owed:
+            self._due.pop(a.correlation_id, None)
+        if self._owed:
+            wait = min(self._due[a.correlation_id] for a in self._owed) - now
+            asyncio.get_running_loop().call_later(wait, self._wake.set)
+        if not owed:
+            return
         self._wake.set()
         c = self._counters
         if failing(c, self._policy, self._not_judged):

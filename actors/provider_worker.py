@@ -140,6 +140,22 @@ class ProviderWorker:
             self._work.set()
         return accepted
 
+    async def held(self, correlation_ids: list[str]) -> list[str]:
+        """The lease: which of these requests this worker holds (queued, waiting for a permit, at the
+        provider, or with a result not yet acknowledged). The Supervisor expires only work no live worker
+        holds, so time spent queued here is never held against a request (invariant 11)."""
+        return [cid for cid in correlation_ids if cid in self._known]
+
+    async def forget(self, correlation_ids: list[str]) -> int:
+        """Drop these requests if they are still queued (expired or otherwise recorded): never sent."""
+        gone = set(correlation_ids)
+        dropped: set[str] = set()
+        for batch_id, queue in list(self._queues.items()):
+            dropped.update(r.correlation_id for r in queue if r.correlation_id in gone)
+            self._queues[batch_id] = deque(r for r in queue if r.correlation_id not in gone)
+        self._known.difference_update(dropped)  # what is at the provider stays held until its result lands
+        return len(dropped)
+
     async def drop_batch(self, batch_id: str) -> list[str]:
         """Remove a batch's queued (not yet sent) requests; return their correlation ids."""
         queue = self._queues.pop(batch_id, deque())

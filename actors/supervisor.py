@@ -1,23 +1,28 @@
 """Supervisor: one detached actor for recovery only; the normal path never needs it.
 
 Each interval (CJ_SUPERVISOR_INTERVAL_S) it:
-- makes sure every non-terminal batch has a coordinator, re-creating it from the database if it is gone;
+- makes sure every admitted, non-terminal batch of its deployment has a coordinator, re-creating it from
+  the database if it is gone;
 - checks on batches idle for CJ_BATCH_IDLE_S: their coordinator is nudged, and restarted (rehydrating
-  from the database) if it does not answer within 10 s;
-- expires pairs without a result for CJ_MAX_PROCESSING_SECONDS as QUEUE_TIMEOUT error results, recorded
-  through the batch's coordinator like any result (which retries them as new attempts);
+  from the database) if it does not answer within 30 s;
+- expires pairs without a result for CJ_MAX_PROCESSING_SECONDS that no provider worker holds (a worker
+  holds what it has queued, is sending or is delivering: its lease) as QUEUE_TIMEOUT error results, recorded
+  through the batch's coordinator like any result (which retries them as new attempts): lost work only;
 - writes the outbox event of any terminal batch that lacks one, and flags COMPLETED batches with anchors
   but no grade projections.
-Each action is logged and counted (`stats`). It holds no state of its own: everything it acts on is read
+Each batch is handled on its own, with a time limit. Each action is logged and counted (`stats`). It
+holds no state of its own: everything it acts on is read
 from PostgreSQL each time, so a restart loses nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 
 import ray
 from ray.exceptions import RayError
@@ -31,6 +36,7 @@ from storage.repository import Repository
 log = logging.getLogger(__name__)
 
 NUDGE_TIMEOUT_S = 30.0  # a coordinator still starting on a busy node is slow to answer, not hung
+BATCH_ACTION_TIMEOUT_S = 60.0  # one batch's nudge or expiry; past it that batch waits for the next sweep
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
@@ -50,32 +56,21 @@ class Supervisor:
         return self._settings.model_dump(mode="json", exclude={"anthropic_api_key"})
 
     async def run_once(self, max_processing_seconds: float | None = None) -> dict[str, int]:
-        """One sweep; returns what it did. An operator (or a test) may pass a shorter expiry age."""
+        """One sweep; returns what it did. An operator (or a test) may pass a shorter expiry age. Each batch
+        is handled on its own with a time limit: one broken batch never stops a sweep."""
         limit = self._settings.max_processing_seconds if max_processing_seconds is None else max_processing_seconds
         done: Counter[str] = Counter()
-        for batch_id in await self._repo.active_batch_ids():
+        for batch_id in await self._repo.active_batch_ids(self._settings.ray_namespace):
             try:
                 ray.get_actor(names.coordinator(batch_id), namespace=self._settings.ray_namespace)
             except ValueError:
                 ensure_coordinator(batch_id, self._settings)
                 done["coordinators_recreated"] += 1
                 log.warning("supervisor: batch %s had no coordinator; re-created from the database", batch_id)
-        for batch_id in await self._repo.idle_batch_ids(self._settings.batch_idle_s):
-            coordinator = ensure_coordinator(batch_id, self._settings)
-            try:
-                await asyncio.wait_for(coordinator.nudge.remote(), NUDGE_TIMEOUT_S)
-                done["nudged"] += 1
-            except (RayError, TimeoutError) as exc:
-                ray.kill(coordinator, no_restart=False)
-                done["coordinators_restarted"] += 1
-                log.warning("supervisor: batch %s: coordinator did not answer (%s); restarted", batch_id,
-                            type(exc).__name__)
-        stuck = await self._repo.stuck_pairs(limit)
-        for batch_id, cids in stuck.items():
-            coordinator = ensure_coordinator(batch_id, self._settings)
-            expired = await coordinator.expire.remote(cids, limit)
-            done["expired"] += expired
-            log.warning("supervisor: batch %s: expired %d pairs without a result", batch_id, expired)
+        idle = await self._repo.idle_batch_ids(self._settings.batch_idle_s, self._settings.ray_namespace)
+        await self._each(idle, self._check_idle, done, "nudge")
+        stuck = await self._unheld(await self._repo.stuck_pairs(limit, self._settings.ray_namespace))
+        await self._each(list(stuck), lambda b: self._expire(b, stuck[b], limit), done, "expire")
         for batch_id in await self._repo.repair_missing_events():
             done["events_repaired"] += 1
             log.warning("supervisor: batch %s: terminal without an outbox event; event written", batch_id)
@@ -89,6 +84,58 @@ class Supervisor:
             metrics.inc("cj_supervisor_actions_total", n, action=action)
         metrics.set_gauge("cj_supervisor_last_run_timestamp", self.last_run_at)
         return dict(done)
+
+    async def _each(self, batch_ids: list[str], handle: Callable[[str], Awaitable[Counter[str]]],
+                    done: Counter[str], what: str) -> None:
+        """Handle every batch concurrently, each with its own time limit and its own failure."""
+        async def one(batch_id: str) -> None:
+            try:
+                done.update(await asyncio.wait_for(handle(batch_id), BATCH_ACTION_TIMEOUT_S))
+            except Exception as exc:  # logged and counted; the sweep goes on
+                done[f"{what}_failed"] += 1
+                log.warning("supervisor: batch %s: %s failed (%s: %s)", batch_id, what, type(exc).__name__, exc,
+                            extra={"batch_id": batch_id})
+
+        await asyncio.gather(*(one(b) for b in batch_ids))
+
+    async def _check_idle(self, batch_id: str) -> Counter[str]:
+        coordinator = ensure_coordinator(batch_id, self._settings)
+        try:
+            await asyncio.wait_for(coordinator.nudge.remote(), NUDGE_TIMEOUT_S)
+            return Counter(nudged=1)
+        except (RayError, TimeoutError) as exc:
+            ray.kill(coordinator, no_restart=False)
+            log.warning("supervisor: batch %s: coordinator did not answer (%s); restarted", batch_id,
+                        type(exc).__name__)
+            return Counter(coordinators_restarted=1)
+
+    async def _unheld(self, stuck: dict[str, list[str]]) -> dict[str, list[str]]:
+        """Leave out what a live worker holds (its lease): only lost work is expired. If a worker cannot say
+        (restarting, unreachable), expire nothing this sweep rather than pay twice for what it holds."""
+        if not stuck:
+            return {}
+        cids = [c for part in stuck.values() for c in part]
+        workers = [ray.get_actor(names.provider(i), namespace=self._settings.ray_namespace)
+                   for i in range(self._settings.workers)]
+        try:
+            held = await asyncio.wait_for(asyncio.gather(*(w.held.remote(cids) for w in workers)), NUDGE_TIMEOUT_S)
+        except (RayError, TimeoutError) as exc:
+            log.warning("supervisor: the pool could not say what it holds (%s); no expiry this sweep",
+                        type(exc).__name__)
+            return {}
+        leased = {c for part in held for c in part}
+        unheld = {b: [c for c in part if c not in leased] for b, part in stuck.items()}
+        return {b: part for b, part in unheld.items() if part}
+
+    async def _expire(self, batch_id: str, cids: list[str], limit: float) -> Counter[str]:
+        coordinator = ensure_coordinator(batch_id, self._settings)
+        expired = await coordinator.expire.remote(cids, limit)
+        # Whatever reached a worker's queue since we asked is dropped there, never sent.
+        for i in range(self._settings.workers):
+            with contextlib.suppress(RayError, ValueError):
+                ray.get_actor(names.provider(i), namespace=self._settings.ray_namespace).forget.remote(cids)
+        log.warning("supervisor: batch %s: expired %d pairs no worker holds", batch_id, expired)
+        return Counter(expired=expired)
 
     async def stats(self) -> dict[str, object]:
         return {"actions": dict(self.actions), "last_run_at": self.last_run_at}

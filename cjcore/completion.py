@@ -55,3 +55,9 @@ def decide(
     if counters.iterations >= policy.max_iterations:
         return Decision(True, "max_iterations")
     return Decision(False)
+
+
+def provider_out(failing_since: float | None, now: float, outage_s: float) -> bool:
+    """The provider has made no progress for `outage_s`: every result since `failing_since` was a transient
+    failure (None: the latest answer was the judge's, so the provider is working)."""
+    return failing_since is not None and now - failing_since >= outage_s

@@ -1,8 +1,11 @@
 """Failure policy: which failed attempts are tried again, and with which pair (pure).
 
-A retryable error (rate limit, overload, server error, timeout, lost connection, expiry, malformed
-answer) is tried again as a new attempt: a new row with its own correlation id, counted as submitted
-(DESIGN §3 invariant 1), up to `max_attempts` per chain. The first retry asks the same pair again
+A retryable error is tried again as a new attempt: a new row with its own correlation id, counted as
+submitted (DESIGN §3 invariant 1), after a backoff. Failures of the provider or of ours (rate limit,
+overload, server error, timeout, lost connection, expiry: TRANSIENT) say nothing about the judge: they are
+retried for as long as the budget lasts and the provider makes progress (CJ_PROVIDER_OUTAGE_S, checked by
+the coordinator), and never count against its success rate. A malformed answer is the judge's: retried up
+to `max_attempts` per chain. The first retry asks the same pair again
 (A/B order re-drawn); when that fails too the pair is set aside and the chain moves to a fresh pair, the
 most informative unused one. Permanent errors (invalid request, authentication, max_tokens, cancelled)
 and malformed answers after the last attempt keep their row and consume budget.
@@ -22,8 +25,13 @@ RETRYABLE = frozenset({
 })
 
 
-# Failures of ours, not the judge's: they are retried like any, but do not count against its success rate.
-NOT_JUDGED = frozenset({ErrorType.QUEUE_TIMEOUT, ErrorType.CANCELLED})
+# The provider's or our own failures, not the judge's answers (DESIGN §3 invariant 12).
+TRANSIENT = frozenset({
+    ErrorType.RATE_LIMIT, ErrorType.OVERLOADED, ErrorType.SERVER_ERROR, ErrorType.TIMEOUT,
+    ErrorType.CONNECTION, ErrorType.QUEUE_TIMEOUT,
+})
+# Results that do not count against the judge's success rate.
+NOT_JUDGED = TRANSIENT | {ErrorType.CANCELLED}
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +51,13 @@ class Retry:
 
 
 def should_retry(error: ErrorType | None, attempt: int, max_attempts: int) -> bool:
-    return error in RETRYABLE and attempt < max_attempts
+    return error in TRANSIENT or (error in RETRYABLE and attempt < max_attempts)
+
+
+def backoff_s(attempt: int, base_s: float, max_s: float, jitter: float) -> float:
+    """Delay before attempt `attempt + 1` of a chain: base × 2^(attempt−1), at most max_s, scaled by
+    `jitter` in [0.5, 1] (drawn by the caller) so chains failed together do not retry in step."""
+    return min(max_s, base_s * 2 ** max(0, attempt - 1)) * jitter
 
 
 def plan_retries(

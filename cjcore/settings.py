@@ -83,6 +83,11 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1, le=10)  # per comparison, counting retries as new attempts
     min_success_rate: float = Field(default=0.25, ge=0, le=1)  # valid / attempts; below it the batch FAILS
     min_attempts_for_failure: int = Field(default=20, ge=1)  # attempts back before that rule applies
+    # Only transient failures (429, 529, 5xx, timeouts, lost connections, expiry) for this long: the batch
+    # ends FAILED with reason provider_outage (the only way the provider's trouble fails a batch).
+    provider_outage_s: float = Field(default=900.0, gt=0)
+    retry_backoff_s: float = Field(default=0.5, ge=0)  # a chain's first retry waits this, doubling per attempt
+    retry_backoff_max_s: float = Field(default=30.0, ge=0)
 
     database_outage_s: float = Field(default=60.0, gt=0)  # DB calls retry this long through a restart
 

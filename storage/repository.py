@@ -643,16 +643,17 @@ class Repository:
     # ----------------------------------------------------------------------------------------------
     # Supervision
 
-    async def stuck_pairs(self, older_than_s: float) -> dict[str, list[str]]:
-        """Correlation ids without a result for longer than `older_than_s`, by batch."""
+    async def stuck_pairs(self, older_than_s: float, namespace: str) -> dict[str, list[str]]:
+        """Correlation ids of the deployment's batches without a result for longer than `older_than_s`."""
         async with self.engine.connect() as conn:
             rows = (
                 await conn.execute(
                     text(
-                        "SELECT batch_id, correlation_id FROM cj_comparison_pairs WHERE winner IS NULL "
-                        "AND created_at < now() - make_interval(secs => :s) ORDER BY id"
+                        "SELECT p.batch_id, p.correlation_id FROM cj_comparison_pairs p JOIN cj_batches b "
+                        "USING (batch_id) WHERE p.winner IS NULL AND coalesce(b.ray_namespace, 'cj') = :ns "
+                        "AND p.created_at < now() - make_interval(secs => :s) ORDER BY p.id"
                     ),
-                    {"s": older_than_s},
+                    {"s": older_than_s, "ns": namespace},
                 )
             ).all()
         out: dict[str, list[str]] = {}
@@ -714,14 +715,17 @@ FROM cj_batch_states s JOIN cj_batches b USING (batch_id) WHERE s.batch_id = :b"
             bad.append(f"{row.events} outbox events for a batch still {row.state}")
         return bad
 
-    async def idle_batch_ids(self, idle_s: float) -> list[str]:
-        """Admitted, non-terminal batches with no activity for `idle_s` seconds."""
+    async def idle_batch_ids(self, idle_s: float, namespace: str) -> list[str]:
+        """The deployment's admitted, non-terminal batches with no activity for `idle_s` seconds."""
         async with self.engine.connect() as conn:
             rows = (
                 await conn.execute(
-                    select(batch_states.c.batch_id).where(
+                    select(batch_states.c.batch_id)
+                    .join(batches, batches.c.batch_id == batch_states.c.batch_id)
+                    .where(
                         batch_states.c.state.not_in([BatchState.QUEUED, *TERMINAL_STATES]),
                         batch_states.c.last_activity_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, idle_s),
+                        func.coalesce(batches.c.ray_namespace, "cj") == namespace,
                     )
                 )
             ).all()
@@ -826,13 +830,15 @@ SELECT coalesce(sum(submitted_comparisons), 0) AS submitted, coalesce(sum(comple
             "outbox_unpublished": head.outbox_unpublished,
         }
 
-    async def active_batch_ids(self) -> list[str]:
-        """Admitted batches not yet terminal (each should have a coordinator)."""
+    async def active_batch_ids(self, namespace: str) -> list[str]:
+        """The deployment's admitted batches not yet terminal (each should have a coordinator)."""
         async with self.engine.connect() as conn:
             rows = (
                 await conn.execute(
-                    select(batch_states.c.batch_id).where(
-                        batch_states.c.state.not_in([BatchState.QUEUED, *TERMINAL_STATES]))
+                    select(batch_states.c.batch_id)
+                    .join(batches, batches.c.batch_id == batch_states.c.batch_id)
+                    .where(batch_states.c.state.not_in([BatchState.QUEUED, *TERMINAL_STATES]),
+                           func.coalesce(batches.c.ray_namespace, "cj") == namespace)
                 )
             ).all()
         return [r[0] for r in rows]

@@ -2,15 +2,41 @@
 
 import pytest
 
-from cjcore.completion import Policy, failing
+from cjcore.completion import Policy, failing, provider_out
 from cjcore.contracts import Counters, ErrorType, PlannedPair
-from cjcore.retry import RETRYABLE, Attempt, plan_retries, should_retry
+from cjcore.retry import NOT_JUDGED, RETRYABLE, TRANSIENT, Attempt, backoff_s, plan_retries, should_retry
 
 
-@pytest.mark.parametrize("error", sorted(RETRYABLE))
-def test_retryable_errors_are_retried_until_the_last_attempt(error):
+@pytest.mark.parametrize("error", sorted(RETRYABLE - TRANSIENT))
+def test_the_judges_retryable_errors_are_retried_until_the_last_attempt(error):
     assert should_retry(error, 1, 3) and should_retry(error, 2, 3)
     assert not should_retry(error, 3, 3)
+
+
+@pytest.mark.parametrize("error", sorted(TRANSIENT))
+def test_the_providers_failures_are_retried_past_the_attempt_cap_and_never_judged(error):
+    assert should_retry(error, 3, 3) and should_retry(error, 12, 3)
+    assert error in NOT_JUDGED and error in RETRYABLE
+
+
+def test_backoff_doubles_per_attempt_up_to_its_cap_scaled_by_jitter():
+    assert [backoff_s(a, 0.5, 60.0, 1.0) for a in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
+    assert backoff_s(20, 0.5, 60.0, 1.0) == 60.0
+    assert backoff_s(3, 0.5, 60.0, 0.5) == 1.0
+
+
+def test_the_provider_is_out_only_after_outage_s_of_nothing_but_transient_failures():
+    assert not provider_out(None, now=10_000.0, outage_s=900.0)  # the latest answer was the judge's
+    assert not provider_out(100.0, now=999.0, outage_s=900.0)
+    assert provider_out(100.0, now=1_000.0, outage_s=900.0)
+
+
+def test_transient_failures_never_make_the_batch_failing():
+    policy = Policy(threshold_pct=95, stability_threshold=0.1, max_iterations=5, min_success_rate=0.25,
+                    min_attempts_for_failure=20)
+    # 5 valid of 100 results, 90 of the failures the provider's: judged on 10 answers, 5 valid.
+    assert not failing(Counters(200, 100, 5, 95), policy, not_judged=90)
+    assert failing(Counters(200, 100, 5, 95), policy, not_judged=0)
 
 
 @pytest.mark.parametrize("error", [ErrorType.INVALID_REQUEST, ErrorType.AUTHENTICATION, ErrorType.MAX_TOKENS,
