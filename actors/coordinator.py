@@ -146,14 +146,15 @@ class BatchCoordinator:
                 "failed": c.failed, "in_flight": c.in_flight, "iterations": c.iterations}
 
     async def record_results(self, results: list[ComparisonResult]) -> int:
-        """Record results (first one per correlation id wins); returns how many were new. The reply is
-        the acknowledgement: it is sent only after the commit."""
+        """Record results (first one per correlation id wins); returns how many were new here. The reply
+        is the acknowledgement: it is sent only after the commit."""
         recorded, counters = await self._repo.record_results(self.batch_id, results)
         self._counters = _newer(self._counters, counters)
         now = time.monotonic()
         if recorded:
             self._last_result_at = now
         s = self._settings
+        new = 0
         for r in results:
             if r.correlation_id not in recorded:
                 self._log.info("batch %s: result for %s already recorded; ignored", self.batch_id, r.correlation_id)
@@ -163,6 +164,7 @@ class BatchCoordinator:
                 if r.winner is not Winner.ERROR:
                     self._valid = None  # reread the verdicts at the next scoring
                 continue
+            new += 1
             if r.error_type in NOT_JUDGED:
                 self._not_judged += 1
             if r.error_type in TRANSIENT:
@@ -178,7 +180,7 @@ class BatchCoordinator:
                         attempt.attempt, s.retry_backoff_s, s.retry_backoff_max_s, 0.5 + self._rng.random() / 2)
         if self._owed or self._counters.in_flight == 0:
             self._wake.set()
-        return len(recorded)
+        return new
 
     async def expire(self, correlation_ids: list[str], limit_s: float) -> int:
         """Supervisor: these pairs waited longer than `limit_s` (CJ_MAX_PROCESSING_SECONDS)."""
@@ -296,8 +298,8 @@ class BatchCoordinator:
             self.batch_id, iteration, [(r.correlation_id, r.essay_a_id, r.essay_b_id) for r in rows]
         )
         if counters is None:
-            # The round was committed by an earlier try whose reply was lost (or by another incarnation):
-            # rows exist that this process never dispatched. Restart and rebuild from the database.
+            # The batch left GENERATING_PAIRS under us (another incarnation committed a round): rows exist that
+            # this process never dispatched. Restart and rebuild from the database.
             raise RuntimeError(f"batch {self.batch_id}: round {iteration} already committed; rehydrating")
         self._counters = _newer(self._counters, counters)
         self._state = BatchState.WAITING_CALLBACKS

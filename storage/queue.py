@@ -50,8 +50,8 @@ class BatchQueue:
             )).scalar_one())
 
     async def admit(self, batch_id: str) -> bool:
-        """QUEUED → INITIALIZING; False if it is no longer QUEUED (cancelled, or admitted by a repeat of this
-        call whose reply was lost: the caller makes sure of its coordinator either way)."""
+        """QUEUED → INITIALIZING; True also when it is INITIALIZING already (this call repeated after a lost
+        reply: the caller makes sure of its coordinator, which is idempotent); False if cancelled."""
         async with self.engine.begin() as conn:
             moved = (await conn.execute(
                 update(batch_states)
@@ -61,4 +61,7 @@ class BatchQueue:
             if moved:
                 await conn.execute(update(batches).where(batches.c.batch_id == batch_id)
                                    .values(admitted_at=func.now()))
-            return moved
+                return True
+            # Admitted by an earlier try of this call whose reply was lost: the same answer.
+            return (await conn.execute(select(batch_states.c.state).where(
+                batch_states.c.batch_id == batch_id))).scalar_one_or_none() == BatchState.INITIALIZING

@@ -124,6 +124,13 @@ WITH incoming AS (
     ) AS t(correlation_id, winner, confidence, justification, error_code, error_details, http_status,
            provider_request_id, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
            cost_usd, latency_ms)
+), same AS (
+    -- Rows that already hold this very result (before this statement): a repeat of a delivery whose
+    -- commit reply was lost, or a worker re-sending one it was not sure was acknowledged.
+    SELECT p.correlation_id FROM cj_comparison_pairs p JOIN incoming i ON i.correlation_id = p.correlation_id
+     WHERE p.batch_id = :batch_id AND p.winner = CAST(i.winner AS cj_winner)
+       AND p.error_code IS NOT DISTINCT FROM i.error_code AND p.latency_ms IS NOT DISTINCT FROM i.latency_ms
+       AND p.provider_request_id IS NOT DISTINCT FROM i.provider_request_id
 ), recorded AS (
     UPDATE cj_comparison_pairs p
        SET winner = CAST(i.winner AS cj_winner), confidence = i.confidence, justification = i.justification,
@@ -148,7 +155,10 @@ WITH incoming AS (
     RETURNING s.total_budget, s.submitted_comparisons, s.completed_comparisons, s.failed_comparisons,
               s.current_iteration
 )
-SELECT (SELECT coalesce(array_agg(correlation_id), '{}') FROM recorded) AS recorded, bump.* FROM bump
+SELECT (SELECT coalesce(array_agg(correlation_id), '{}')
+          FROM (SELECT correlation_id FROM recorded UNION SELECT correlation_id FROM same) u) AS recorded,
+       bump.*
+  FROM bump
 """
 )
 
@@ -167,10 +177,13 @@ class Repository:
         transaction: every batch is accepted, or (an id already taken) none is."""
         try:
             async with self.engine.begin() as conn:
-                taken = (await conn.execute(select(batches.c.batch_id).where(
-                    batches.c.batch_id.in_([b.batch_id for b in batches_in])).limit(1))).scalar_one_or_none()
-                if taken is not None:
-                    raise BatchExists(f"batch_id: batch {taken!r} already exists")
+                stored = dict((await conn.execute(select(batches.c.batch_id, batches.c.original_request).where(
+                    batches.c.batch_id.in_([b.batch_id for b in batches_in])))).all())
+                if stored and len(stored) == len(batches_in) and all(
+                        stored[b.batch_id] == b.request.model_dump_json() for b in batches_in):
+                    return  # this very submission, committed by an earlier try whose reply was lost
+                if stored:
+                    raise BatchExists(f"batch_id: batch {next(iter(stored))!r} already exists")
                 await conn.execute(insert(batches), [
                     {"batch_id": b.batch_id, "status": BatchStatus.ACTIVE,
                      "original_request": b.request.model_dump_json(), "budget_source": b.source,
@@ -279,7 +292,15 @@ class Repository:
                 )
             ).one_or_none()
             if row is None:
-                return None
+                # A repeat of this very call whose commit reply was lost finds its own rows: same answer.
+                mine = (await conn.execute(
+                    select(*_COUNTER_COLS).where(
+                        batch_states.c.batch_id == batch_id, batch_states.c.state == BatchState.WAITING_CALLBACKS,
+                        batch_states.c.current_iteration == iteration,
+                        select(func.count()).select_from(pairs).where(
+                            pairs.c.correlation_id.in_([p[0] for p in planned])).scalar_subquery() == len(planned))
+                )).one_or_none()
+                return None if mine is None or not planned else _counters(mine)
             if planned:
                 # One statement with arrays: per-row parameter handling cost more than PostgreSQL's work.
                 cids, a_ids, b_ids = (list(col) for col in zip(*planned, strict=True))
@@ -292,7 +313,8 @@ class Repository:
     ) -> tuple[set[str], Counters] | None:
         """Commit retry rows (new correlation id, Retry) with `submitted`, while the round is still
         WAITING_CALLBACKS. A retry already planned (same `retry_of`) is not inserted twice. Returns the
-        correlation ids inserted and the counters; None if the batch left that state."""
+        correlation ids of these rows that exist (inserted now, or by a lost-reply try of this call) and the
+        counters; None if the batch left that state."""
         async with self.engine.begin() as conn:
             head = (
                 await conn.execute(
@@ -315,6 +337,12 @@ class Repository:
                     index_elements=["retry_of"], index_where=pairs.c.retry_of.is_not(None)
                 ).returning(pairs.c.correlation_id)
                 inserted = {r.correlation_id for r in (await conn.execute(stmt)).all()}
+                # Rows of these very ids committed by an earlier try whose reply was lost are ours too
+                # (they count in `submitted` already): they must be dispatched like the new ones.
+                ours = {r[0] for r in (await conn.execute(select(pairs.c.correlation_id).where(
+                    pairs.c.correlation_id.in_([cid for cid, _ in retries])))).all()}
+            else:
+                ours = set()
             row = (
                 await conn.execute(
                     update(batch_states)
@@ -324,13 +352,14 @@ class Repository:
                     .returning(*_COUNTER_COLS)
                 )
             ).one()
-            return inserted, _counters(row)
+            return ours, _counters(row)
 
     async def record_results(
         self, batch_id: str, results: Sequence[ComparisonResult]
     ) -> tuple[set[str], Counters]:
-        """Record each result at most once (the first wins; invariant 5). Returns the correlation ids
-        recorded now and the counters after them, both from one statement."""
+        """Record each result at most once (the first wins; invariant 5). Returns the correlation ids whose
+        row holds this result (recorded now, or by an earlier try of this same delivery whose reply was
+        lost: the answer is the same either way) and the counters, both from one statement."""
         params = {
             "batch_id": batch_id,
             "cid": [r.correlation_id for r in results],

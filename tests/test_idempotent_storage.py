@@ -1,0 +1,77 @@
+"""A repository call repeated after its commit's reply was lost answers what the first try committed
+(issue 14): the reply is failed after the commit, `storage/outage.py` repeats the call."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from cjcore.contracts import BatchState, BudgetSource, ComparisonResult, Winner, parse_batch_request
+from cjcore.retry import Retry
+from storage.database import make_engine
+from storage.queue import BatchQueue
+from storage.repository import NewBatch, Repository
+from tests.helpers import essays
+
+
+class LosesCommitReplies:
+    """An engine whose next `lose` transactions commit and then fail as if the connection dropped."""
+
+    def __init__(self, engine: Any):
+        self._engine = engine
+        self.lose = 0
+        self.lost = 0
+
+    def connect(self) -> Any:
+        return self._engine.connect()
+
+    @contextlib.asynccontextmanager
+    async def begin(self) -> AsyncIterator[Any]:
+        async with self._engine.begin() as conn:
+            yield conn
+        if self.lose:
+            self.lose -= 1
+            self.lost += 1
+            raise ConnectionResetError("reply lost after commit (test)")
+
+
+def test_every_write_repeated_after_a_lost_commit_reply_answers_what_was_committed(pg_url):
+    async def go() -> None:
+        real = make_engine(pg_url, pool_size=1)
+        engine = LosesCommitReplies(real)
+        repo, queue = Repository(engine, outage_s=10), BatchQueue(engine, "cj-lost-replies", outage_s=10)  # type: ignore[arg-type]
+        request = parse_batch_request({"batch_id": "lost-reply", "essays": essays(4, "lr"), "max_comparisons": 10})
+        try:
+            engine.lose = 1
+            await repo.create_batches([NewBatch("lost-reply", request, 10, BudgetSource.RUNNER_OVERRIDE, 95.0)],
+                                      "cj-lost-replies")  # no BatchExists: it is this very submission
+            engine.lose = 1
+            assert await queue.admit("lost-reply")
+            assert await repo.transition("lost-reply", BatchState.GENERATING_PAIRS)
+
+            engine.lose = 1
+            counters = await repo.insert_round("lost-reply", 1, [("r1", "lr00", "lr01"), ("r2", "lr02", "lr03")])
+            assert counters is not None and counters.submitted == 2
+
+            engine.lose = 1
+            out = await repo.insert_retries("lost-reply", [("r3", Retry("r1", "lr01", "lr00", 2))])
+            assert out is not None and out[0] == {"r3"} and out[1].submitted == 3  # dispatched, counted once
+
+            engine.lose = 1
+            results = [ComparisonResult("r2", "lost-reply", Winner.ESSAY_A, latency_ms=7),
+                       ComparisonResult("r3", "lost-reply", Winner.ESSAY_B, latency_ms=9)]
+            recorded, counters = await repo.record_results("lost-reply", results)
+            assert recorded == {"r2", "r3"} and counters.completed == 2
+            # A different later answer for the same rows is still a no-op.
+            flipped = [ComparisonResult("r2", "lost-reply", Winner.ESSAY_B, latency_ms=8)]
+            assert (await repo.record_results("lost-reply", flipped))[0] == set()
+
+            assert engine.lost == 5
+            assert await repo.check_invariants("lost-reply") == []
+            assert len(await repo.valid_comparisons("lost-reply")) == 2
+        finally:
+            await real.dispose()
+
+    asyncio.run(go())
