@@ -1,6 +1,8 @@
 """RateLimiter (`cj-limiter`): the one limiter of the provider pool, whatever the number of workers and
 batches. A thin shell around cjcore.rate_limit.PoolLimiter: requests are granted in arrival order (an
-asyncio.Lock is FIFO), and the lock is held while waiting for refill, which is the queue."""
+asyncio.Lock is FIFO), and the lock is held while waiting for refill, which is the queue. A restart is as
+safe as a first start: one second's worth until a response's headers are seen, and reports for grants of
+the previous incarnation are ignored."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ class RateLimiter:
         self._lock: dict[str, asyncio.Lock] = {}
         self.granted = 0
         self.waited_s = 0.0
+        self.foreign_reports = 0
 
     def _pool(self, key: str) -> PoolLimiter:
         if key not in self._pools:
@@ -54,15 +57,10 @@ class RateLimiter:
         pool = self._pool(key)
         now = time.monotonic()
         for grant, headers, usage, retry_after_s in reports:
-            if usage is None:
-                pool.release(grant, now)
-            else:
-                pool.settle(grant, usage[0], usage[1], now)
-            pool.observe(headers, now, grant)
-            if retry_after_s is not None:
-                pool.pause(retry_after_s, now, grant)
+            if not pool.report(grant, headers, usage, retry_after_s, now):
+                self.foreign_reports += 1  # granted by this actor's previous incarnation: not ours to learn from
 
     async def stats(self) -> dict[str, object]:
         now = time.monotonic()
-        return {"granted": self.granted, "waited_s": round(self.waited_s, 3),
+        return {"granted": self.granted, "waited_s": round(self.waited_s, 3), "foreign_reports": self.foreign_reports,
                 "pools": {k: {"buckets": p.snapshot(now), "learned": p.learned} for k, p in self._pools.items()}}

@@ -12,6 +12,7 @@ and do not extend it. Time is passed in.
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -70,6 +71,7 @@ class Grant:
     raw_input_estimate: int = 0  # the estimate from the prompt, before the learned ratio
     granted_at: float = 0.0
     totals_after: dict[str, float] = field(default_factory=dict)  # pool's granted totals, this grant included
+    issuer: str = ""  # the PoolLimiter that granted it
 
 
 @dataclass(slots=True)
@@ -85,6 +87,9 @@ class PoolLimiter:
     synced: bool = False  # a `remaining` header has been seen
     granted_total: dict[str, float] = field(default_factory=lambda: {"requests": 0.0, "input_tokens": 0.0,
                                                                       "output_tokens": 0.0})
+    # Who grants: a restarted limiter is a new PoolLimiter and ignores reports of its predecessor's grants
+    # (their totals and times are another limiter's: read as its own, a `remaining` opened a full bucket).
+    issuer: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def __post_init__(self) -> None:
         self.buckets = {name: _bucket(limit, self.now) for name, limit in self.limits.as_dict().items()
@@ -113,7 +118,22 @@ class PoolLimiter:
         for name in self.granted_total:
             self.granted_total[name] += need[name]
         return 0.0, Grant(math.ceil(need["input_tokens"]), math.ceil(self.output_estimate), input_tokens, now,
-                          dict(self.granted_total))
+                          dict(self.granted_total), self.issuer)
+
+    def report(self, grant: Grant, headers: Mapping[str, str], usage: tuple[int, int] | None,
+               retry_after_s: float | None, now: float) -> bool:
+        """After a call: its response headers, true usage (None: refused, nothing used) and any retry-after.
+        False (and nothing learned) for a grant this limiter did not issue."""
+        if grant.issuer != self.issuer:
+            return False
+        if usage is None:
+            self.release(grant, now)
+        else:
+            self.settle(grant, usage[0], usage[1], now)
+        self.observe(headers, now, grant)
+        if retry_after_s is not None:
+            self.pause(retry_after_s, now, grant)
+        return True
 
     def settle(self, grant: Grant, input_tokens: int, output_tokens: int, now: float) -> None:
         """Replace a grant's estimates with the true usage (refund or charge the difference)."""

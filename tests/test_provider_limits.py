@@ -4,6 +4,7 @@ server, which enforces the same limits exactly and so is the oracle."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import ray
@@ -162,3 +163,29 @@ def test_prompt_caching_shows_in_cost(stack, sim):
     assert c.usd < 0.6 * uncached
     haiku = run_batch(stack, {"essays": essays(6, "nocache"), "max_comparisons": 15, "instructions": rubric})
     assert haiku.cost.cache_read_tokens == 0  # Haiku 4.5 caches only prefixes of 4,096 tokens or more
+
+
+def test_killing_the_limiter_every_two_seconds_keeps_429s_under_two_percent(deployment, sim):
+    rpm = 600  # 10 a second, the server's real limit and ours
+    settings = deployment(services=False, requests_per_minute=rpm)
+    sim.configure(rpm=rpm, initial_s=1.0)
+    stop = threading.Event()
+    kills = []
+
+    def killer() -> None:
+        while not stop.wait(2.0):
+            ray.kill(ray.get_actor(names.LIMITER, namespace=settings.ray_namespace), no_restart=False)
+            kills.append(time.monotonic())
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    try:
+        results = run_batches(settings, _small_batches(4, "lk", size=9))  # 4 × 36 comparisons, ~15 s at the limit
+    finally:
+        stop.set()
+        thread.join()
+    assert all(r.state.value == "COMPLETED" for r in results)
+    answered = sim.stats["requests"]
+    share = sim.stats["rate_limited"] / answered
+    print(f"\nlimiter killed {len(kills)} times: {sim.stats['rate_limited']} 429s of {answered} requests ({share:.1%})")
+    assert len(kills) >= 3 and share < 0.02
