@@ -12,8 +12,10 @@ correlation id), so every provider call is counted once and no request is retrie
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +24,7 @@ import anthropic
 from cjcore.contracts import ComparisonRequest, ComparisonResult, ErrorType
 from cjcore.prompt import MalformedVerdict, message_params, parse_verdict
 from cjcore.rate_limit import TOOL_USE_OVERHEAD_TOKENS, estimate_tokens
+from cjcore.retry import TRANSIENT
 from cjcore.settings import ModelPrice
 
 
@@ -158,40 +161,109 @@ def _batch_failure(reqs: list[ComparisonRequest], kind: ErrorType, details: str,
     return [ProviderOutcome(ComparisonResult.error(r, kind, details, **kw)) for r in reqs]
 
 
+@dataclass(slots=True)
+class BatchApi:
+    """How a Message Batch's own calls (status polls, results, cancel) go through the pool's limiter:
+    `permit()` waits for a grant; `refused(grant, headers, retry_after_s)` reports a 429/529 (which pauses the
+    polls), `answered(grant)` any other answer. `cancelled()` says the comparisons inside are no longer
+    wanted (their batch was cancelled or given up)."""
+
+    permit: Callable[[], Awaitable[Any]]
+    answered: Callable[[Any], Awaitable[None]]
+    refused: Callable[[Any, dict[str, str], float | None], Awaitable[None]]
+    cancelled: Callable[[], bool] = lambda: False
+
+
+async def _free_permit() -> None:
+    return None
+
+
+async def _ignore(*_: Any) -> None:
+    return None
+
+
+UNLIMITED = BatchApi(_free_permit, _ignore, _ignore)  # tests of the provider call alone
+
+
+class _GaveUp(Exception):
+    """A Message Batch call failed transiently for longer than the outage limit."""
+
+    def __init__(self, kind: ErrorType, details: str, ids: dict[str, Any]):
+        super().__init__(details)
+        self.kind, self.details, self.ids = kind, details, ids
+
+
+async def _persist(call: Callable[[], Awaitable[Any]], api: BatchApi, *, outage_s: float, max_delay_s: float,
+                   limited: bool = True) -> Any:
+    """One call of the Message Batches API, retried through transient failures (429, 529, 5xx, timeouts,
+    lost connections) with backoff that honours `retry-after`, until it answers or has failed for `outage_s`
+    (then _GaveUp); a permanent failure (400, 401, 404…) is raised as _GaveUp at once."""
+    failing_since: float | None = None
+    delay = 0.5
+    while True:
+        grant = await api.permit() if limited else None
+        try:
+            answer = await call()
+        except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
+            kind, details, ids = _failure(exc)
+            headers = _ratelimit_headers(exc.response.headers) if isinstance(exc, anthropic.APIStatusError) else {}
+            retry_after = _retry_after(headers)
+            if limited:
+                await api.refused(grant, headers, retry_after) if kind in (ErrorType.RATE_LIMIT, ErrorType.OVERLOADED) \
+                    else await api.answered(grant)
+            now = time.monotonic()
+            failing_since = failing_since or now
+            if kind not in TRANSIENT or now - failing_since >= outage_s:
+                raise _GaveUp(kind, details, ids) from None
+            await asyncio.sleep(retry_after if retry_after is not None else delay)
+            delay = min(max_delay_s, delay * 2)
+            continue
+        if limited:
+            await api.answered(grant)
+        return answer
+
+
 async def compare_batch(
     client: anthropic.AsyncAnthropic, reqs: list[ComparisonRequest], price: ModelPrice, *,
-    poll_s: float, poll_max_s: float, give_up_s: float,
+    poll_s: float, poll_max_s: float, outage_s: float, api: BatchApi = UNLIMITED,
 ) -> list[ProviderOutcome]:
-    """Many comparisons as one Message Batch: create, poll until it ends, read its results. One outcome
-    per request, in order; nothing raises for a provider failure."""
+    """Many comparisons as one Message Batch: create, poll until it ends (the real API may take hours; it
+    is held until then), read its results. One outcome per request, in order; nothing raises for a
+    provider failure. Failures of create/retrieve/results are retried (`_persist`), not turned into error
+    results, until they have lasted `outage_s`. When `api.cancelled()` turns true the batch is cancelled at
+    the provider (what it had finished is still billed and still recorded)."""
     started = time.monotonic()
 
     def ms() -> int:
         return int((time.monotonic() - started) * 1000)
 
+    persist = functools.partial(_persist, api=api, outage_s=outage_s, max_delay_s=poll_max_s)
     try:
-        batch = await client.messages.batches.create(
+        # Each comparison already holds its limiter grant: the create itself is not charged again.
+        batch = await persist(lambda: client.messages.batches.create(
             requests=[{"custom_id": r.correlation_id, "params": message_params(r)} for r in reqs]  # type: ignore[misc]
-        )
+        ), limited=False)
+        batch_id, status = batch.id, batch.processing_status
         delay = poll_s
-        while batch.processing_status != "ended":
-            if time.monotonic() - started > give_up_s:
-                return _batch_failure(reqs, ErrorType.TIMEOUT, f"message batch {batch.id} not ended in {give_up_s:g}s",
-                                      latency_ms=ms())
+        cancel_sent = False
+        while status != "ended":
+            if api.cancelled() and not cancel_sent:
+                status = (await persist(lambda: client.messages.batches.cancel(batch_id))).processing_status
+                cancel_sent = True
+                continue
             await asyncio.sleep(delay)
             delay = min(poll_max_s, delay * 1.5)
-            batch = await client.messages.batches.retrieve(batch.id)
+            status = (await persist(lambda: client.messages.batches.retrieve(batch_id))).processing_status
         # The results file, read raw and decoded as JSON: building the SDK's typed objects line by line
         # cost more CPU than everything else a worker does per comparison (py-spy, `bench throughput`).
-        raw = await client.messages.batches.with_raw_response.results(batch.id)
+        raw = await persist(lambda: client.messages.batches.with_raw_response.results(batch_id))
         items = {}
         for line in (await raw.read()).splitlines():
             if line.strip():
                 item = json.loads(line)
                 items[item.get("custom_id")] = item.get("result") or {}
-    except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
-        kind, details, ids = _failure(exc)
-        return _batch_failure(reqs, kind, details, latency_ms=ms(), **ids)
+    except _GaveUp as exc:
+        return _batch_failure(reqs, exc.kind, exc.details, latency_ms=ms(), **exc.ids)
     latency = ms()
     outcomes = []
     for req in reqs:
@@ -208,7 +280,7 @@ async def compare_batch(
         else:
             error_type, details = _BATCH_OTHER.get(kind or "", (ErrorType.SERVER_ERROR, "no result in the batch"))
         outcomes.append(ProviderOutcome(ComparisonResult.error(
-            req, error_type, details, provider_request_id=batch.id, latency_ms=latency)))
+            req, error_type, details, provider_request_id=batch_id, latency_ms=latency)))
     return outcomes
 
 

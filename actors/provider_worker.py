@@ -99,6 +99,7 @@ class ProviderWorker:
         metrics.configure(settings.ray_namespace)
         from actors import provider_call
 
+        self._provider_call = provider_call
         self._compare = provider_call.compare
         self._compare_batch = provider_call.compare_batch
         self._batches = settings.provider_mode == "batches"
@@ -109,6 +110,8 @@ class ProviderWorker:
         # Correlation ids queued, in flight or with a result not yet acknowledged here: a coordinator that
         # restarts re-sends its rows without a result, and those must not become second provider calls.
         self._known: set[str] = set()
+        # Batches cancelled or given up: their comparisons still inside a Message Batch are cancelled there.
+        self._dropped: set[str] = set()
         self._work = asyncio.Event()
         # Calls at the provider at once: comparisons in "messages" mode, Message Batches in "batches" mode.
         self._slots = asyncio.Semaphore(settings.batches_in_flight if self._batches else settings.worker_max_in_flight)
@@ -157,7 +160,9 @@ class ProviderWorker:
         return len(dropped)
 
     async def drop_batch(self, batch_id: str) -> list[str]:
-        """Remove a batch's queued (not yet sent) requests; return their correlation ids."""
+        """Remove a batch's queued (not yet sent) requests and cancel Message Batches holding only its (or
+        other dropped batches') comparisons; return the correlation ids of those that were queued."""
+        self._dropped.add(batch_id)
         queue = self._queues.pop(batch_id, deque())
         for req in queue:
             self._known.discard(req.correlation_id)
@@ -301,8 +306,8 @@ class ProviderWorker:
                 price = s.price_for(reqs[0].model)
                 if self._batches:
                     outcomes = await self._compare_batch(self._client, reqs, price, poll_s=s.batch_poll_s,
-                                                         poll_max_s=s.batch_poll_max_s,
-                                                         give_up_s=s.max_processing_seconds)
+                                                         poll_max_s=s.batch_poll_max_s, outage_s=s.provider_outage_s,
+                                                         api=self._batch_api(reqs))
                 else:
                     outcomes = [await self._compare(self._client, reqs[0], price)]
             finally:
@@ -310,6 +315,26 @@ class ProviderWorker:
             await self._settle(key, reqs, grants, outcomes)
         finally:
             self._call_ended(len(reqs))
+
+    def _batch_api(self, reqs: list[ComparisonRequest]) -> Any:
+        """A Message Batch's polls, results and cancel through the pool's limiter (a bucket of their own: they
+        are not comparisons); cancelled once every comparison in it belongs to a batch that was dropped."""
+        key = f"{self._key_id}:message-batches-api"
+        batch_ids = {r.batch_id for r in reqs}
+
+        async def permit() -> Any:
+            grants, _ = await self._limiter.acquire.remote(key, [0])
+            return grants[0]
+
+        async def answered(grant: Any) -> None:
+            with contextlib.suppress(RayError):
+                await self._limiter.report.remote(key, [(grant, {}, (0, 0), None)])
+
+        async def refused(grant: Any, headers: dict[str, str], retry_after_s: float | None) -> None:
+            with contextlib.suppress(RayError):
+                await self._limiter.report.remote(key, [(grant, headers, None, retry_after_s)])
+
+        return self._provider_call.BatchApi(permit, answered, refused, lambda: batch_ids <= self._dropped)
 
     @staticmethod
     def _usage(grant: Any, outcome: Any) -> tuple[tuple[int, int] | None, float | None]:

@@ -70,8 +70,11 @@ class Settings(BaseSettings):
     batch_max_requests: int = Field(default=1_000, ge=1, le=100_000)  # per Message Batch
     batch_window_s: float = Field(default=0.05, ge=0)  # gather requests this long before creating a batch
     batches_in_flight: int = Field(default=4, ge=1, le=1_000)  # per worker
-    batch_poll_s: float = Field(default=0.05, gt=0)  # first poll of a batch's status; grows 1.5× per poll
-    batch_poll_max_s: float = Field(default=30.0, gt=0)
+    # Status polls of a Message Batch: the first after batch_poll_s, growing 1.5× per poll to batch_poll_max_s.
+    # Unset, they suit the provider: 0.05 s → 30 s against the simulator; 30 s → 300 s against the real API,
+    # whose batches take minutes to hours (polls go through the limiter, in a bucket of their own).
+    batch_poll_s: float | None = Field(default=None, gt=0)
+    batch_poll_max_s: float | None = Field(default=None, gt=0)
 
     # Batches
     default_max_comparisons: int = Field(default=200, ge=1)  # budget when the request gives none
@@ -124,6 +127,15 @@ class Settings(BaseSettings):
         problems = check_limits(self.limits(), real_provider=self.uses_real_anthropic)
         if problems:
             raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _poll_cadence(self) -> Settings:
+        real = self.uses_real_anthropic
+        if self.batch_poll_s is None:
+            self.batch_poll_s = 30.0 if real else 0.05
+        if self.batch_poll_max_s is None:
+            self.batch_poll_max_s = 300.0 if real else 30.0
         return self
 
     def limits(self) -> Limits:

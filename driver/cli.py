@@ -349,7 +349,7 @@ def cmd_sim_provider(args: argparse.Namespace, settings: Settings) -> int:
         latency_ms=args.latency_ms, error_rate=args.error_rate, overload_rate=args.overload_rate,
         timeout_rate=args.timeout_rate, malformed_rate=args.malformed_rate, max_tokens_rate=args.max_tokens_rate,
         invalid_rate=args.invalid_rate, auth_error_rate=args.auth_error_rate, output_tpm=args.output_tpm,
-        seed=args.seed,
+        batch_delay_s=args.batch_delay_s, batch_api_overload_rate=args.batch_api_overload_rate, seed=args.seed,
     ))
 
     async def serve() -> None:
@@ -537,6 +537,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--invalid-rate", type=_rate("--invalid-rate"), default=0.0)
     sp.add_argument("--auth-error-rate", type=_rate("--auth-error-rate"), default=0.0)
     sp.add_argument("--output-tpm", type=int, default=None)
+    sp.add_argument("--batch-delay-s", type=float, default=0.0,
+                    help="a Message Batch ends no sooner than this many seconds after it was created")
+    sp.add_argument("--batch-api-overload-rate", type=_rate("--batch-api-overload-rate"), default=0.0,
+                    help="share of Message Batches API calls (create, retrieve, results, cancel) answered 529")
     sp.add_argument("--seed", type=int, default=None)
     sp.set_defaults(func=cmd_sim_provider)
 

@@ -49,6 +49,8 @@ class SimConfig:
     invalid_rate: float = 0.0  # 400 invalid_request_error
     auth_error_rate: float = 0.0  # 401 authentication_error
     hang_s: float = 600.0  # how long a simulated timeout hangs before answering
+    batch_delay_s: float = 0.0  # a Message Batch ends no sooner than this after it was created
+    batch_api_overload_rate: float = 0.0  # Message Batch create/retrieve/results/cancel answered 529 at this rate
     initial_s: float = 60.0  # seconds' worth in each bucket at start: 60 is a full bucket (a rested key)
     min_cacheable_tokens: int | None = None  # None: the model's own minimum (MIN_CACHEABLE_TOKENS)
     seed: int | None = None
@@ -137,6 +139,7 @@ class SimProvider:
             "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0, "a_wins": 0, "b_wins": 0,
             "charged_input_tokens": 0,  # what the input tokens/min bucket was charged
             "first_request_at": None, "last_request_at": None, "batches": 0,
+            "batches_created": 0, "batches_cancelled": 0, "batch_api_calls": 0, "batch_api_overloaded": 0,
         }
 
     # -- rate limits --------------------------------------------------------------------------------
@@ -393,10 +396,20 @@ class SimProvider:
     def _authorized(self, request: web.Request) -> bool:
         return bool(request.headers.get("x-api-key") or request.headers.get("authorization"))
 
+    def _batch_api_fault(self) -> web.Response | None:
+        """Every Message Batches endpoint call is counted; some are refused with 529 (`--batch-api-overload-rate`)."""
+        self.stats["batch_api_calls"] += 1
+        if self._rng.random() < self.config.batch_api_overload_rate:
+            self.stats["batch_api_overloaded"] += 1
+            return _error(529, "overloaded_error", "simulated overload", {"retry-after": "1"})
+        return None
+
     async def create_batch(self, request: web.Request) -> web.Response:
         request_id = _new_id("req_sim")
         if not self._authorized(request):
             return _error(401, "authentication_error", "missing x-api-key", {"request-id": request_id})
+        if (fault := self._batch_api_fault()) is not None:
+            return fault
         try:
             items = (await request.json())["requests"]
             assert isinstance(items, list) and items and all(isinstance(i, dict) for i in items)
@@ -405,11 +418,13 @@ class SimProvider:
             return _error(400, "invalid_request_error", "requests: a non-empty list is required",
                           {"request-id": request_id})
         self.stats["batches"] += 1
+        self.stats["batches_created"] += 1
         lines = [self._batch_item(item) for item in items]
         created = time.time()
         batch_id = _new_id("msgbatch_sim")
         self._batches[batch_id] = {
-            "lines": lines, "created_at": created, "ends_at": created + self.config.latency_ms / 1000.0,
+            "lines": lines, "created_at": created,
+            "ends_at": created + max(self.config.latency_ms / 1000.0, self.config.batch_delay_s),
             "counts": Counter(line["result"]["type"] for line in lines),
         }
         while len(self._batches) > MAX_KEPT_BATCHES:
@@ -417,12 +432,31 @@ class SimProvider:
         return web.json_response(self._batch_object(batch_id, _base_url(request)), headers={"request-id": request_id})
 
     async def get_batch(self, request: web.Request) -> web.Response:
+        if (fault := self._batch_api_fault()) is not None:
+            return fault
         batch_id = request.match_info["batch_id"]
         if batch_id not in self._batches:
             return _error(404, "not_found_error", f"no message batch {batch_id}", {})
         return web.json_response(self._batch_object(batch_id, _base_url(request)))
 
+    async def cancel_batch(self, request: web.Request) -> web.Response:
+        """Like the real API: what had not finished ends `canceled`; the batch ends (here at once)."""
+        if (fault := self._batch_api_fault()) is not None:
+            return fault
+        batch_id = request.match_info["batch_id"]
+        b = self._batches.get(batch_id)
+        if b is None:
+            return _error(404, "not_found_error", f"no message batch {batch_id}", {})
+        if time.time() < b["ends_at"]:
+            self.stats["batches_cancelled"] += 1
+            b["lines"] = [{"custom_id": line["custom_id"], "result": {"type": "canceled"}} for line in b["lines"]]
+            b["counts"] = Counter(canceled=len(b["lines"]))
+            b["ends_at"] = time.time()
+        return web.json_response(self._batch_object(batch_id, _base_url(request)))
+
     async def batch_results(self, request: web.Request) -> web.Response:
+        if (fault := self._batch_api_fault()) is not None:
+            return fault
         batch_id = request.match_info["batch_id"]
         b = self._batches.get(batch_id)
         if b is None or time.time() < b["ends_at"]:
@@ -438,6 +472,7 @@ class SimProvider:
         app.router.add_post("/v1/messages", self.messages)
         app.router.add_post("/v1/messages/batches", self.create_batch)
         app.router.add_get("/v1/messages/batches/{batch_id}", self.get_batch)
+        app.router.add_post("/v1/messages/batches/{batch_id}/cancel", self.cancel_batch)
         app.router.add_get("/v1/messages/batches/{batch_id}/results", self.batch_results)
         app.router.add_get("/stats", self.get_stats)
         return app

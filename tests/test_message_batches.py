@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import ray
 
-from actors import provider_call
+from actors import names, provider_call
 from cjcore.contracts import ComparisonRequest, ErrorType
 from cjcore.settings import DEFAULT_PRICES
+from driver.api import CJClient
 from tests.conftest import TEST_API_KEY
-from tests.helpers import essays, repo_call, run_batches, sql
+from tests.helpers import essays, repo_call, run_batches, sql, submit, wait_for, wait_until
 
 PRICE = DEFAULT_PRICES["claude-haiku-4-5"]
 
@@ -25,7 +27,7 @@ def _requests(n: int) -> list[ComparisonRequest]:
 def _compare_batch(sim, reqs, **kw):
     client = provider_call.make_client(TEST_API_KEY, f"http://127.0.0.1:{sim.port}", 10)
     return asyncio.run(provider_call.compare_batch(client, reqs, PRICE, poll_s=0.01, poll_max_s=0.05,
-                                                   give_up_s=kw.get("give_up_s", 10)))
+                                                   outage_s=kw.get("outage_s", 10), **kw.get("more", {})))
 
 
 def test_one_message_batch_answers_every_request_in_order_at_half_price(sim):
@@ -49,10 +51,33 @@ def test_errored_and_expired_items_become_typed_error_results(sim):
     assert sum(o.result.error_type is ErrorType.TIMEOUT for o in outcomes) == sim.stats["timeouts"]
 
 
-def test_a_batch_that_does_not_end_in_time_is_a_timeout_for_each_request(sim):
-    sim.configure(latency_ms=60_000)
-    outcomes = _compare_batch(sim, _requests(3), give_up_s=0.2)
-    assert [o.result.error_type for o in outcomes] == [ErrorType.TIMEOUT] * 3
+def test_a_message_batch_is_held_until_it_ends_and_failed_batch_api_calls_are_retried(sim):
+    sim.configure(batch_delay_s=1.0, batch_api_overload_rate=0.5)  # half of create/retrieve/results: 529
+    outcomes = _compare_batch(sim, _requests(5), outage_s=60)
+    assert [o.result.error_type for o in outcomes] == [None] * 5
+    assert sim.stats["batch_api_overloaded"] > 0 and sim.stats["batches_created"] == 1
+    assert sim.stats["requests"] == 5  # retried calls of the API, never a second judging of the items
+
+
+def test_batch_api_failures_lasting_the_outage_limit_become_transient_error_results(sim):
+    sim.configure(batch_api_overload_rate=1.0)
+    outcomes = _compare_batch(sim, _requests(3), outage_s=0.5)
+    assert [o.result.error_type for o in outcomes] == [ErrorType.OVERLOADED] * 3
+
+
+def test_a_message_batch_no_longer_wanted_is_cancelled_at_the_provider(sim):
+    sim.configure(batch_delay_s=60.0)
+    polls = []
+
+    def cancelled() -> bool:
+        polls.append(1)
+        return len(polls) > 2  # the batch was cancelled while the Message Batch ran
+
+    api = provider_call.BatchApi(provider_call.UNLIMITED.permit, provider_call.UNLIMITED.answered,
+                                 provider_call.UNLIMITED.refused, cancelled)
+    outcomes = _compare_batch(sim, _requests(4), more={"api": api})
+    assert [o.result.error_type for o in outcomes] == [ErrorType.CANCELLED] * 4
+    assert sim.stats["batches_cancelled"] == 1
 
 
 def test_batches_mode_end_to_end_with_retries_and_invariants(deployment, sim):
@@ -69,3 +94,33 @@ def test_batches_mode_end_to_end_with_retries_and_invariants(deployment, sim):
     assert rows == sim.stats["requests"] and errors == sim.stats["server_errors"] > 0
     # Many comparisons per provider call: far fewer Message Batches than comparisons.
     assert sim.stats["batches"] * 4 <= rows
+
+
+def test_a_message_batch_slower_than_the_expiry_age_completes_without_expiry_or_a_repeated_call(deployment, sim):
+    settings = deployment(provider_mode="batches", max_processing_seconds=1.0)
+    sim.configure(batch_delay_s=3.0)  # every Message Batch outlives the expiry age threefold
+    supervisor = ray.get_actor(names.SUPERVISOR, namespace=settings.ray_namespace)
+    batch_id = submit(settings, {"essays": essays(5, "slowmb"), "max_comparisons": 10})
+    wait_until(lambda: sim.stats["batches_created"] > 0, what="a Message Batch at the provider")
+    assert ray.get(supervisor.run_once.remote()).get("expired", 0) == 0  # held by its worker: not lost
+    result = wait_for(settings, batch_id)
+    assert result.state.value == "COMPLETED"
+    ((rows, expired),) = sql(settings, "SELECT count(*), count(*) FILTER (WHERE error_code = 'QUEUE_TIMEOUT') "
+                                       "FROM cj_comparison_pairs WHERE batch_id = :b", b=batch_id)
+    assert expired == 0 and rows == sim.stats["requests"]  # every comparison sent once
+
+
+def test_cancelling_a_batch_cancels_its_message_batch_at_the_provider(deployment, sim):
+    settings = deployment(services=False, provider_mode="batches")
+    sim.configure(batch_delay_s=120.0)
+    batch_id = submit(settings, {"essays": essays(5, "cxmb"), "max_comparisons": 10})
+    wait_until(lambda: sim.stats["batches_created"] > 0, what="a Message Batch at the provider")
+
+    async def cancel() -> None:
+        async with CJClient(settings) as client:
+            await client.cancel(batch_id)
+
+    asyncio.run(cancel())
+    result = wait_for(settings, batch_id, timeout_s=60)  # not the 120 s the Message Batch would take
+    assert result.state.value == "CANCELLED" and sim.stats["batches_cancelled"] >= 1
+    assert repo_call(settings, "check_invariants", batch_id) == []
