@@ -369,22 +369,23 @@ def cmd_loadtest(args: argparse.Namespace, settings: Settings) -> int:
     f = args.fault_rate  # split over the kinds of fault a provider shows
     sim_config = SimConfig(truth=eng5_truth(), noise=0.5, latency_ms=args.latency_ms, seed=args.seed,
                            error_rate=0.4 * f, overload_rate=0.3 * f, malformed_rate=0.2 * f, timeout_rate=0.1 * f,
-                           hang_s=args.provider_timeout + 1)
+                           hang_s=args.provider_timeout + 1, batch_delay_s=args.batch_delay_s)
     remote = settings.ray_address is not None
     update: dict[str, Any] = {"provider_timeout_s": args.provider_timeout, "requests_per_minute": args.rpm,
                               "tokens_per_minute": args.tpm, "provider_mode": args.mode}
+    if args.max_live is not None:
+        update["max_live_batches"] = args.max_live
     if args.chaos:  # recovery on a test's time scale: expiry and checks in seconds, not minutes
         update.update(supervisor_interval_s=1.0, max_processing_seconds=args.max_processing_seconds,
                       batch_idle_s=args.max_processing_seconds)
     plan = LoadPlan(batches=args.batches, max_comparisons=args.max_comparisons, students=args.students,
-                    concurrency=args.concurrency, start_concurrency=args.start_concurrency, rpm=args.rpm,
-                    chaos=args.chaos,
+                    rpm=args.rpm, chaos=args.chaos,
                     kill_every_s=args.kill_every, kill_for_s=args.kill_for,
                     pg_restart_after_s=args.pg_restart_after if args.chaos else None,
                     timeout_s=args.timeout, seed=args.seed or 0)
     where = f"the deployment at {settings.ray_address}" if remote else "a local stack"
     render.err_console.print(f"loadtest: {plan.batches} ENG5-shaped batches (12 anchors + {plan.students} students, "
-                             f"budget {plan.max_comparisons}), {plan.concurrency or plan.batches} at once, against "
+                             f"budget {plan.max_comparisons}), all handed over at once, against "
                              f"{where}, {f:.0%} provider faults{', chaos' if plan.chaos else ''}…")
     # Ray's raylet warnings reach the driver's stdout; keep stdout for the report alone (`--json`).
     with contextlib.redirect_stdout(sys.stderr):
@@ -550,10 +551,10 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--max-comparisons", "--budget", type=_positive_int("--max-comparisons"), default=60)
     lt.add_argument("--students", type=_positive_int("--students"), default=12,
                     help="students per batch besides the 12 ENG5 anchors")
-    lt.add_argument("--concurrency", type=_positive_int("--concurrency"), default=None,
-                    help="batches in flight at once (default: all)")
-    lt.add_argument("--start-concurrency", type=_positive_int("--start-concurrency"), default=4,
-                    help="batches being submitted, their coordinator process starting, at once")
+    lt.add_argument("--max-live", type=_positive_int("--max-live"), default=None,
+                    help="CJ_MAX_LIVE_BATCHES for the local stack (default: from the node's cores and memory)")
+    lt.add_argument("--batch-delay-s", type=float, default=0.0,
+                    help="--mode batches: each Message Batch ends no sooner than this (the simulator's)")
     lt.add_argument("--fault-rate", type=_rate("--fault-rate"), default=0.2,
                     help="share of provider calls that fail (500, 529, malformed, hang)")
     lt.add_argument("--latency-ms", type=float, default=50.0)

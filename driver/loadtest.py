@@ -33,11 +33,8 @@ class LoadPlan:
     batches: int
     max_comparisons: int = 60
     students: int = 12  # per batch, besides the 12 ENG5 anchors (the sample has 12; more are generated)
-    concurrency: int | None = None  # batches in flight at once (None: all)
-    # Batches being submitted (their coordinators started) at once. A coordinator is a process: ~2.5 s of
-    # CPU to start, then ~1% of a core while it lives (Ray's own 10 ms loop in every worker). A hundred
-    # started together on 2 cores all live for the whole run: 423 s instead of 276 s here (README, Scale).
-    start_concurrency: int = 4
+    # No throttle of its own: every batch is handed to the system at once (stored QUEUED); the product's
+    # admission decides how many are live (CJ_MAX_LIVE_BATCHES) and in which order.
     rpm: int | None = None  # the pool's requests/min, for rate_limit_use
     chaos: bool = False
     kill_every_s: float = 3.0
@@ -128,6 +125,7 @@ class ProviderStats:
                 if isinstance(v, int) and not isinstance(v, bool)}
 
 
+SUBMIT_CHUNK = 200  # batches per submit transaction
 SMALL_BATCH = {"essays": [{"essay_id": f"s{i}", "text": f"A short essay, number {i}."} for i in range(4)],
                "max_comparisons": 6}
 
@@ -142,8 +140,6 @@ async def run_load(settings: Settings, sim: SimProvider | None, plan: LoadPlan, 
     chaos = Chaos()
     stop = asyncio.Event()
     provider = ProviderStats(sim, settings.provider_base_url)
-    gate = asyncio.Semaphore(plan.concurrency or plan.batches)
-    starting = asyncio.Semaphore(plan.start_concurrency)
     latencies: dict[str, float] = {}
     submitted: list[str] = []
     # One watcher reads every batch's state each tick (a waiter per batch polled PostgreSQL 100 times a
@@ -152,60 +148,50 @@ async def run_load(settings: Settings, sim: SimProvider | None, plan: LoadPlan, 
     memory = asyncio.create_task(sample_memory(stop))
     async with CJClient(settings) as client:
         started = time.monotonic()
+        ids: list[str] = []
+        for i in range(0, plan.batches, SUBMIT_CHUNK):  # one transaction per chunk, all QUEUED at once
+            ids += await client.submit_many([dict(base) for _ in range(min(SUBMIT_CHUNK, plan.batches - i))])
+        submit_s = time.monotonic() - started
+        # Fairness: a small batch submitted last, behind the whole queue, should finish in seconds.
+        small_started = time.monotonic()
+        (small,) = await client.submit_many([dict(SMALL_BATCH)])
+        for batch_id in [*ids, small]:
+            finished[batch_id] = asyncio.Event()
+            submitted.append(batch_id)
 
-        wave = min(plan.batches, plan.concurrency or plan.batches)
-        first_wave = asyncio.Event()  # every batch of the first wave submitted (or failed to be)
-        tries = 0
+        async def one(batch_id: str, t0: float) -> str:
+            try:
+                await asyncio.wait_for(finished[batch_id].wait(), plan.timeout_s)
+            except TimeoutError:
+                raise TimeoutError(f"batch {batch_id} not terminal after {plan.timeout_s:g}s") from None
+            finally:
+                latencies[batch_id] = time.monotonic() - t0
+            return batch_id
 
-        async def one() -> str:
-            nonlocal tries
-            async with gate:
-                t0 = time.monotonic()
-                try:
-                    async with starting:
-                        batch_id = await client.submit(dict(base))
-                finally:
-                    tries += 1
-                    if tries >= wave:
-                        first_wave.set()
-                finished[batch_id] = asyncio.Event()
-                submitted.append(batch_id)
-                try:
-                    await asyncio.wait_for(finished[batch_id].wait(), plan.timeout_s)
-                except TimeoutError:
-                    raise TimeoutError(f"batch {batch_id} not terminal after {plan.timeout_s:g}s") from None
-                finally:
-                    latencies[batch_id] = time.monotonic() - t0
-                return batch_id
-
-        tasks = [asyncio.create_task(one()) for _ in range(plan.batches)]
+        tasks = [asyncio.create_task(one(b, started)) for b in ids]
         side = [asyncio.create_task(_watch(client, plan, submitted, finished, stop, show_progress))]
         if plan.chaos:
             side.append(asyncio.create_task(_killer(settings, plan, chaos, stop)))
             if pgdata is not None and plan.pg_restart_after_s is not None:
                 side.append(asyncio.create_task(_pg_restarter(pgdata, plan, chaos, stop)))
         try:
-            # Fairness: once the load is queued at the workers (every batch of the first wave submitted),
-            # a small batch should finish in seconds, not behind the queue.
-            await first_wave.wait()
-            small_started = time.monotonic()
-            small = await client.submit(dict(SMALL_BATCH))
-            await client.wait(small, timeout_s=plan.timeout_s, poll_s=0.1)
-            small_latency = time.monotonic() - small_started
+            small_result = await asyncio.gather(one(small, small_started), return_exceptions=True)
+            small_latency = latencies[small]
             results = await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             stop.set()
             await asyncio.gather(*side, return_exceptions=True)
         wall = time.monotonic() - started
         served = provider.delta()
-        report = await _report(client, list(latencies), [small], results, wall, served, chaos, plan)
-        ordered = sorted(latencies.values())
+        report = await _report(client, ids, [small], [*results, *small_result], wall, served, chaos, plan)
+        ordered = sorted(latencies[b] for b in ids)
         calls = report["provider_calls"] if report["provider_calls"] is not None else report["http_answers"]
         report.update(
             batch_latency_p50_s=round(_quantile(ordered, 0.5), 2),
             batch_latency_p95_s=round(_quantile(ordered, 0.95), 2),
             batch_latency_max_s=round(ordered[-1], 2) if ordered else 0.0,
             small_batch_latency_s=round(small_latency, 2),
+            submit_s=round(submit_s, 2),
             rate_limit_use=round(calls / (wall / 60) / plan.rpm, 3) if plan.rpm and wall else None,
         )
         mem = await memory
