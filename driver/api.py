@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -76,7 +77,7 @@ class CJClient:
         if len(set(ids)) != len(ids):
             dup = next(i for i in ids if ids.count(i) > 1)
             raise InvalidRequest("batch_id", f"{dup!r} appears more than once in this submission")
-        await self.repo.create_batches(new, self.settings.ray_namespace)
+        await self.repo.create_batches(new, self.settings.ray_namespace, uuid.uuid4().hex)
         self._admission().wake.remote()  # fire and forget: admission also looks every few seconds
         return ids
 

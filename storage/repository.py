@@ -172,16 +172,17 @@ class Repository:
     # ----------------------------------------------------------------------------------------------
     # Creating and loading a batch
 
-    async def create_batches(self, batches_in: Sequence[NewBatch], namespace: str) -> None:
+    async def create_batches(self, batches_in: Sequence[NewBatch], namespace: str, submission_id: str) -> None:
         """Store each typed original request, its essays and its initial state QUEUED, all in one
-        transaction: every batch is accepted, or (an id already taken) none is."""
+        transaction: every batch is accepted, or (an id already taken) none is. `submission_id` (new per
+        call) tells a repeat of this call after a lost commit reply from a second submission of the same ids."""
         try:
             async with self.engine.begin() as conn:
-                stored = dict((await conn.execute(select(batches.c.batch_id, batches.c.original_request).where(
-                    batches.c.batch_id.in_([b.batch_id for b in batches_in])))).all())
-                if stored and len(stored) == len(batches_in) and all(
-                        stored[b.batch_id] == b.request.model_dump_json() for b in batches_in):
-                    return  # this very submission, committed by an earlier try whose reply was lost
+                stored = dict((await conn.execute(
+                    select(batch_states.c.batch_id, batch_states.c.metadata["submission_id"].astext).where(
+                        batch_states.c.batch_id.in_([b.batch_id for b in batches_in])))).all())
+                if stored and len(stored) == len(batches_in) and set(stored.values()) == {submission_id}:
+                    return  # this very call, committed by an earlier try whose reply was lost
                 if stored:
                     raise BatchExists(f"batch_id: batch {next(iter(stored))!r} already exists")
                 await conn.execute(insert(batches), [
@@ -194,7 +195,8 @@ class Repository:
                 await conn.execute(insert(batch_states), [
                     {"batch_id": b.batch_id, "state": BatchState.QUEUED, "total_budget": b.total_budget,
                      "completion_threshold_pct": b.threshold_pct,
-                     "metadata": {"budget_source": b.source.value, "n_essays": len(b.request.essays)}}
+                     "metadata": {"budget_source": b.source.value, "n_essays": len(b.request.essays),
+                                  "submission_id": submission_id}}
                     for b in batches_in
                 ])
                 await conn.execute(insert(essays), [

@@ -87,7 +87,7 @@ def test_submit_wait_json_prints_the_result_and_status_and_inspect_agree(cli_env
 
 
 def test_submit_wait_exits_non_zero_when_the_batch_fails_and_still_prints_it(cli_env, sim, tmp_path, capsys):
-    sim.configure(error_rate=1.0)
+    sim.configure(malformed_rate=1.0)  # the judge never gives a verdict
     path = tmp_path / "f.json"
     path.write_text(json.dumps({"essays": essays(8, "clifail"), "max_comparisons": 28}))
     assert main(["submit", str(path), "--wait", "--json"]) == 1
@@ -106,3 +106,23 @@ def test_bench_pairing_prints_random_and_adaptive_for_each_size(capsys):
     rows = {(r["students"], r["strategy"]) for r in report["table"]}
     assert rows == {(6, "random"), (6, "adaptive")}
     assert all(r["seeds"] == 2 and r["essays"] == 18 for r in report["table"])
+
+
+def test_submit_of_several_files_stores_all_queued_or_none(cli_env, tmp_path, capsys):
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"m{i}.json")
+        paths[-1].write_text(json.dumps({"batch_id": f"multi-{i}", "essays": essays(3, f"m{i}"), "max_comparisons": 3}))
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"batch_id": "multi-bad", "essays": []}))
+    assert main(["submit", *map(str, paths), str(bad), "--json"]) == 2
+    assert "(in " in capsys.readouterr().err  # which file
+    assert sql(cli_env, "SELECT count(*) FROM cj_batches WHERE batch_id LIKE 'multi-%'")[0][0] == 0
+    assert main(["submit", *map(str, paths), "--json"]) == 0
+    accepted = json.loads(capsys.readouterr().out)
+    assert accepted == [{"batch_id": f"multi-{i}", "state": "QUEUED"} for i in range(3)]
+    assert main(["submit", *map(str, paths), "--wait", "--json"]) == 2  # ids taken: refused, nothing stored
+    capsys.readouterr()
+    for i in range(3):
+        assert main(["status", f"multi-{i}", "--watch", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["state"] == "COMPLETED"

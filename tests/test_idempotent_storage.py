@@ -8,7 +8,10 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
+
 from cjcore.contracts import BatchState, BudgetSource, ComparisonResult, Winner, parse_batch_request
+from cjcore.errors import BatchExists
 from cjcore.retry import Retry
 from storage.database import make_engine
 from storage.queue import BatchQueue
@@ -45,8 +48,10 @@ def test_every_write_repeated_after_a_lost_commit_reply_answers_what_was_committ
         request = parse_batch_request({"batch_id": "lost-reply", "essays": essays(4, "lr"), "max_comparisons": 10})
         try:
             engine.lose = 1
-            await repo.create_batches([NewBatch("lost-reply", request, 10, BudgetSource.RUNNER_OVERRIDE, 95.0)],
-                                      "cj-lost-replies")  # no BatchExists: it is this very submission
+            new = [NewBatch("lost-reply", request, 10, BudgetSource.RUNNER_OVERRIDE, 95.0)]
+            await repo.create_batches(new, "cj-lost-replies", "call-1")  # no BatchExists: this very call
+            with pytest.raises(BatchExists):
+                await repo.create_batches(new, "cj-lost-replies", "call-2")  # a second submission of the id
             engine.lose = 1
             assert await queue.admit("lost-reply")
             assert await repo.transition("lost-reply", BatchState.GENERATING_PAIRS)
