@@ -101,7 +101,8 @@ def test_retryable_errors_become_new_attempts_and_counters_still_equal_the_rows(
     assert retries
     for r in retries:  # each retry: a new row and id, one attempt on from a failed one of the same batch
         parent = by_cid[r.retry_of]
-        assert parent.winner == "error" and r.attempt == parent.attempt + 1 <= stack.max_attempts
+        # Server errors are the provider's: retried past CJ_MAX_ATTEMPTS (which caps the judge's own failures).
+        assert parent.winner == "error" and r.attempt == parent.attempt + 1
         if r.attempt == 2:
             assert {r.essay_a_id, r.essay_b_id} == {parent.essay_a_id, parent.essay_b_id}
     third = [r for r in retries if r.attempt == 3]
