@@ -5,6 +5,9 @@ interleave with a large one's instead of waiting behind it. A call starts only w
 the rate limiter grants it. Results go back to the named coordinator in batches and are re-sent until
 the coordinator acknowledges that they are committed (so a coordinator restart loses nothing).
 
+The worker holds a lease on every request from enqueue until its result is acknowledged (`held`): the
+Supervisor expires only what no live worker holds, so time queued here never makes a second call.
+
 Ray imports this module in every process that deserializes a handle to the worker (every coordinator),
 so the `anthropic` SDK is imported inside the actor, not at module level.
 """
