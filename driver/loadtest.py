@@ -2,7 +2,7 @@
 chaos (a random actor killed every few seconds and one PostgreSQL restart), then every batch checked from
 the database alone (DESIGN §3 invariants 1–6) and one report printed.
 
-The killer picks among the deployment's coordinators, provider workers, scorers, the Supervisor, the
+The killer picks among the deployment's coordinators, provider workers, scorers, admission, the Supervisor, the
 outbox publisher and the rate limiter, and kills with `no_restart=False`: Ray restarts the actor, which
 rebuilds itself from PostgreSQL; what died with it (calls in flight, queued requests) is expired by the
 Supervisor after CJ_MAX_PROCESSING_SECONDS and retried as new attempts.
@@ -54,7 +54,8 @@ class Chaos:
 def _victims(settings: Settings) -> list[str]:
     ns = settings.ray_namespace
     found = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == ns]
-    wanted = ("cj-batch-", "cj-provider-", "cj-scoring-", names.SUPERVISOR, names.OUTBOX, names.LIMITER)
+    wanted = ("cj-batch-", "cj-provider-", "cj-scoring-", names.SUPERVISOR, names.OUTBOX, names.LIMITER,
+              names.ADMISSION)
     return [n for n in found if n.startswith(wanted)]
 
 
