@@ -1,5 +1,5 @@
-"""Creating the long-lived actors of a deployment and the per-batch coordinators (all detached, in the
-settings' namespace, under their DESIGN §5 names)."""
+"""Creating, resuming and stopping the long-lived actors of a deployment (all detached, in the settings'
+namespace, under their DESIGN §5 names); per-batch coordinators are made in actors/activation.py."""
 
 from __future__ import annotations
 
