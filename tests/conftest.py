@@ -80,7 +80,7 @@ def stack(pg_url: str, sim_server: SimProvider, tmp_path_factory: pytest.TempPat
         max_processing_seconds=3600,
         provider_timeout_s=5,
         result_delivery_timeout_s=30,
-        retry_backoff_max_s=4,  # the default 30 s is for real outages; tests of faults would wait for it
+        retry_backoff_max_s=2,  # the default 30 s is for real outages; tests of faults would wait for it
         metrics_port=0,  # any free port: tests never collide with a running `up`
     )
     init_ray(settings, local=True)

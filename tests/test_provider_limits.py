@@ -180,7 +180,7 @@ def test_killing_the_limiter_every_two_seconds_keeps_429s_under_two_percent(depl
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
     try:
-        results = run_batches(settings, _small_batches(4, "lk", size=9))  # 4 × 36 comparisons, ~15 s at the limit
+        results = run_batches(settings, _small_batches(4, "lk", size=7))  # 4 × 21 comparisons, ~9 s at the limit
     finally:
         stop.set()
         thread.join()

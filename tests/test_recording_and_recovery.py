@@ -86,7 +86,7 @@ def test_a_provider_overloaded_on_every_call_fails_the_batch_only_after_the_outa
 
 
 def test_a_provider_failing_most_calls_never_fails_the_batch(stack, sim):
-    sim.configure(error_rate=0.6, overload_rate=0.2)  # 500s and 529s: the provider's, not the judge's
+    sim.configure(error_rate=0.8)  # 500s: the provider's, not the judge's
     result = run_batch(stack, {"essays": essays(3, "pf"), "max_comparisons": 100})
     print(f"\n80% provider failures: {result.counters}")
     assert result.state is BatchState.COMPLETED
