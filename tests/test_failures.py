@@ -112,7 +112,7 @@ def test_postgres_restarted_mid_run_loses_nothing(stack, sim, pg_data):
 
 
 def test_down_then_up_resumes_every_batch_with_its_budget_and_counters(deployment, sim):
-    settings = deployment()
+    settings = deployment(worker_max_in_flight=2)  # 4 calls at once: the rest of each round waits in a queue
     sim.configure(latency_ms=2000.0)  # four rounds of 2 s each: no batch can finish before `down`
     ids = submit_many(settings, [{"essays": essays(10, f"du{i}"), "max_comparisons": 40} for i in range(3)])
     wait_until(lambda: all(in_flight(settings, b) for b in ids), what="every batch in flight")
