@@ -10,15 +10,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cjcore.admission import Queued
-from cjcore.contracts import TERMINAL_STATES, BatchState
+from cjcore.contracts import BatchState
 from storage.outage import rides_out_outages
-from storage.schema import batch_states, batches
-
-_NOT_LIVE = [BatchState.QUEUED, *TERMINAL_STATES]
-
-
-def _mine(namespace: str):  # type: ignore[no-untyped-def]
-    return func.coalesce(batches.c.ray_namespace, "cj") == namespace
+from storage.schema import NOT_LIVE, batch_states, batches, of_deployment
 
 
 @rides_out_outages
@@ -36,7 +30,7 @@ class BatchQueue:
                        batch_states.c.metadata["n_essays"].as_integer(),
                        func.extract("epoch", func.now() - batches.c.created_at))
                 .join(batches, batches.c.batch_id == batch_states.c.batch_id)
-                .where(batch_states.c.state == BatchState.QUEUED, _mine(self.namespace))
+                .where(batch_states.c.state == BatchState.QUEUED, of_deployment(self.namespace))
             )).all()
         return [Queued(r[0], r[1], r[2] or 0, float(r[3])) for r in rows]
 
@@ -46,7 +40,7 @@ class BatchQueue:
             return int((await conn.execute(
                 select(func.count()).select_from(batch_states)
                 .join(batches, batches.c.batch_id == batch_states.c.batch_id)
-                .where(batch_states.c.state.not_in(_NOT_LIVE), _mine(self.namespace))
+                .where(batch_states.c.state.not_in(NOT_LIVE), of_deployment(self.namespace))
             )).scalar_one())
 
     async def admit(self, batch_id: str) -> bool:

@@ -40,7 +40,17 @@ from cjcore.errors import BatchExists, BatchNotFound
 from cjcore.retry import NOT_JUDGED, Attempt, Retry
 from cjcore.state_machine import sources_of
 from storage.outage import rides_out_outages
-from storage.schema import BatchStatus, batch_states, batches, essays, outbox, pairs, projections
+from storage.schema import (
+    NOT_LIVE,
+    BatchStatus,
+    batch_states,
+    batches,
+    essays,
+    of_deployment,
+    outbox,
+    pairs,
+    projections,
+)
 
 _COUNTER_COLS = (
     batch_states.c.total_budget,
@@ -754,9 +764,9 @@ FROM cj_batch_states s JOIN cj_batches b USING (batch_id) WHERE s.batch_id = :b"
                     select(batch_states.c.batch_id)
                     .join(batches, batches.c.batch_id == batch_states.c.batch_id)
                     .where(
-                        batch_states.c.state.not_in([BatchState.QUEUED, *TERMINAL_STATES]),
+                        batch_states.c.state.not_in(NOT_LIVE),
                         batch_states.c.last_activity_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, idle_s),
-                        func.coalesce(batches.c.ray_namespace, "cj") == namespace,
+                        of_deployment(namespace),
                     )
                 )
             ).all()
@@ -868,8 +878,8 @@ SELECT coalesce(sum(submitted_comparisons), 0) AS submitted, coalesce(sum(comple
                 await conn.execute(
                     select(batch_states.c.batch_id)
                     .join(batches, batches.c.batch_id == batch_states.c.batch_id)
-                    .where(batch_states.c.state.not_in([BatchState.QUEUED, *TERMINAL_STATES]),
-                           func.coalesce(batches.c.ray_namespace, "cj") == namespace)
+                    .where(batch_states.c.state.not_in(NOT_LIVE),
+                           of_deployment(namespace))
                 )
             ).all()
         return [r[0] for r in rows]

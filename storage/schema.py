@@ -18,11 +18,12 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    func,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-from cjcore.contracts import BatchState, BudgetSource, Winner
+from cjcore.contracts import TERMINAL_STATES, BatchState, BudgetSource, Winner
 
 
 class BatchStatus(enum.StrEnum):
@@ -162,3 +163,12 @@ outbox = Table(
         postgresql_where=text("published_at IS NULL"),
     ),
 )
+
+
+# States of a batch that has no coordinator to have: waiting for admission, or finished.
+NOT_LIVE = [BatchState.QUEUED, *TERMINAL_STATES]
+
+
+def of_deployment(namespace: str):  # type: ignore[no-untyped-def]
+    """The batches submitted to the deployment in this Ray namespace (rows before 0004: the default one)."""
+    return func.coalesce(batches.c.ray_namespace, "cj") == namespace
