@@ -138,7 +138,7 @@ class SimProvider:
             "timeouts": 0, "bad_requests": 0, "auth_errors": 0, "max_tokens": 0, "input_tokens": 0, "output_tokens": 0,
             "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0, "a_wins": 0, "b_wins": 0,
             "charged_input_tokens": 0,  # what the input tokens/min bucket was charged
-            "first_request_at": None, "last_request_at": None, "batches": 0,
+            "first_request_at": None, "last_request_at": None, "batches": 0, "largest_batch": 0,
             "batches_created": 0, "batches_cancelled": 0, "batch_api_calls": 0, "batch_api_overloaded": 0,
         }
 
@@ -419,6 +419,7 @@ class SimProvider:
                           {"request-id": request_id})
         self.stats["batches"] += 1
         self.stats["batches_created"] += 1
+        self.stats["largest_batch"] = max(self.stats["largest_batch"], len(items))
         lines = [self._batch_item(item) for item in items]
         created = time.time()
         batch_id = _new_id("msgbatch_sim")

