@@ -43,11 +43,14 @@ from cjcore.contracts import (
     new_correlation_id,
 )
 from cjcore.grade_projection import Anchor, project
+from cjcore.misfit import judge_fit, misfit_flags
 from cjcore.retry import NOT_JUDGED, TRANSIENT, Attempt, backoff_s, plan_retries, should_retry
+from cjcore.rulers import Ruler, held_scores
 from cjcore.scores import BTFit, max_score_change, position_wins
 from cjcore.settings import Settings
 from storage.database import make_engine
-from storage.repository import Repository
+from storage.repository import EssayFit, Repository
+from storage.rulers import RulerStore
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +88,15 @@ class BatchCoordinator:
         self._state = snap.state
         self._counters = snap.counters
         self._threshold_pct = snap.threshold_pct
+        # A ruler's anchors are held at their calibrated scores and never paired with each other (§4.6).
+        self._ruler: Ruler | None = (
+            await RulerStore(self._repo.engine, settings.database_outage_s).get(snap.anchor_set_id)
+            if snap.anchor_set_id else None
+        )
+        self._held = held_scores([(e.essay_id, e.anchor_ref_id, e.text) for e in snap.essays if e.is_anchor],
+                                  self._ruler)
+        # Valid verdicts at the last scoring: a round counts as evidence only if it added enough of them.
+        self._valid_at_fit = int(snap.metadata.get("completion", {}).get("valid_at_fit", 0))
         # Ending early (cancelled, or the provider out for CJ_PROVIDER_OUTAGE_S): (state, reason, error).
         # Nothing new is sent; what is at the provider lands, then the batch ends in that state.
         self._stopping: tuple[BatchState, str, str | None] | None = None
@@ -110,6 +122,8 @@ class BatchCoordinator:
             max_iterations=settings.max_iterations,
             min_success_rate=settings.min_success_rate,
             min_attempts_for_failure=settings.min_attempts_for_failure,
+            target_reliability=self._request.target_reliability or settings.target_reliability,
+            min_per_essay=settings.min_comparisons_per_essay,
         )
         self._in_flight: dict[str, Attempt] = {a.correlation_id: a for a in snap.pending}
         self._not_judged = snap.not_judged
@@ -284,14 +298,16 @@ class BatchCoordinator:
         c = self._counters
         n = len(self._essays)
         iteration = c.iterations + 1
-        unused = n * (n - 1) // 2 - len(self._attempted)
+        k = len(self._held)
+        unused = n * (n - 1) // 2 - k * (k - 1) // 2 - len(self._attempted)
         size = pairing.round_size(n, self._settings.pairs_per_essay_per_round, c.total_budget - c.submitted, unused)
         rng = pairing.round_rng(self._request.pair_generation_seed, self.batch_id, iteration)
         ids = list(self._essays)
+        held = frozenset(self._held)
         planned = (
-            pairing.first_round(ids, size, rng)
+            pairing.first_round(ids, size, rng, held)
             if not self._attempted
-            else pairing.next_round(ids, self._attempted, self._last_scores, self._last_ses, size, rng)
+            else pairing.next_round(ids, self._attempted, self._last_scores, self._last_ses, size, rng, held)
         )
         rows = [Attempt(new_correlation_id(), p.essay_a_id, p.essay_b_id, 1) for p in planned]
         counters = await self._repo.insert_round(
@@ -311,9 +327,9 @@ class BatchCoordinator:
 
     def _completion_note(self) -> str:
         """The completion rule in force, for every log line about progress."""
-        n = len(self._essays)
-        return (f"{completion_pct(self._counters, n):.1f}% of denominator {denominator(self._counters.total_budget, n)}"
-                f", threshold {self._threshold_pct:g}%")
+        n, k = len(self._essays), len(self._held)
+        return (f"{completion_pct(self._counters, n, k):.1f}% of denominator "
+                f"{denominator(self._counters.total_budget, n, k)}, threshold {self._threshold_pct:g}%")
 
     def _track(self, rows: list[Attempt]) -> None:
         for r in rows:
@@ -359,7 +375,8 @@ class BatchCoordinator:
 
     def _fresh_pairs(self, k: int) -> list[PlannedPair]:
         rng = random.Random(f"{self.batch_id}:{self._counters.submitted}")
-        return pairing.next_round(list(self._essays), self._attempted, self._last_scores, self._last_ses, k, rng)
+        return pairing.next_round(list(self._essays), self._attempted, self._last_scores, self._last_ses, k, rng,
+                                  frozenset(self._held))
 
     async def _dispatch(self, rows: list[Attempt]) -> None:
         llm = self._request.llm
@@ -404,32 +421,39 @@ class BatchCoordinator:
             self._valid = await self._repo.valid_comparisons(self.batch_id)
         comparisons = self._valid
         ids = list(self._essays)
-        fit: BTFit = await self._scorer.fit.remote(ids, comparisons, self._settings.bt_regularization)
+        alpha = self._settings.bt_regularization
+        fit: BTFit = await self._scorer.fit.remote(ids, comparisons, alpha, self._held)
         change = max_score_change(self._last_scores, fit.score_of())
-        n = len(ids)
-        decision = decide(self._counters, n, change, self._policy, self._not_judged)
+        n, c = len(ids), self._counters
+        new_valid = c.completed - self._valid_at_fit
+        decision = decide(c, n, change, self._policy, self._not_judged, new_valid=new_valid,
+                          reliability=fit.ssr, held=len(self._held))
         a_wins, b_wins = position_wins(comparisons)
-        meta = {
-            "reliability": {"ssr": round(fit.ssr, 4), "comparisons_per_essay": round(2 * fit.n_comparisons / n, 2)},
+        meta: dict[str, Any] = {
+            "reliability": {"ssr": round(fit.ssr, 4), "comparisons_per_essay": round(2 * fit.n_comparisons / n, 2),
+                            "target": self._policy.target_reliability},
             "position": {"a_wins": a_wins, "b_wins": b_wins, "bias_logit": round(fit.position_bias, 4),
                          "bias_se": round(fit.position_bias_se, 4)},
-            "completion": {"denominator": denominator(self._counters.total_budget, n),
+            "completion": {"denominator": denominator(c.total_budget, n, len(self._held)),
                            "threshold_pct": self._threshold_pct,
-                           "completion_pct": round(completion_pct(self._counters, n), 2),
+                           "completion_pct": round(completion_pct(c, n, len(self._held)), 2),
                            "stability_threshold": self._policy.stability_threshold,
-                           "last_max_change": None if change is None else round(change, 4)},
+                           "last_max_change": None if change is None else round(change, 4),
+                           "new_valid": new_valid, "valid_at_fit": c.completed},
+            "held": sorted(self._held),
         }
         self._log.info(
-            "batch %s: round %d scored: ssr %.3f, position bias %.3f ± %.3f, max change %s (stable below %g), "
-            "%s; %s",
-            self.batch_id, self._counters.iterations, fit.ssr, fit.position_bias, fit.position_bias_se,
-            meta["completion"]["last_max_change"], self._policy.stability_threshold,
+            "batch %s: round %d scored: reliability %.3f (target %g), %d new valid verdicts, position bias %.3f ± "
+            "%.3f, max change %s (stable below %g), %s; %s",
+            self.batch_id, c.iterations, fit.ssr, self._policy.target_reliability, new_valid, fit.position_bias,
+            fit.position_bias_se, meta["completion"]["last_max_change"], self._policy.stability_threshold,
             decision.reason or "next round", self._completion_note(),
         )
         scores = {e: (s, se) for e, s, se in zip(fit.essay_ids, fit.scores, fit.se, strict=True)}
         if not decision.finalize:
             if await self._repo.save_round(self.batch_id, scores, meta):
                 self._last_scores, self._last_ses = fit.score_of(), fit.se_of()
+                self._valid_at_fit = c.completed
                 self._state = BatchState.GENERATING_PAIRS
                 self._wake.set()
             else:
@@ -437,20 +461,23 @@ class BatchCoordinator:
             return
         target = BatchState.FAILED if decision.failed else BatchState.COMPLETED
         if decision.failed:
-            judged = self._counters.completed + self._counters.failed - self._not_judged
-            meta["error"] = (f"valid results {self._counters.completed} of {judged} judged attempts, below "
+            judged = c.completed + c.failed - self._not_judged
+            meta["error"] = (f"valid results {c.completed} of {judged} judged attempts, below "
                              f"CJ_MIN_SUCCESS_RATE {self._policy.min_success_rate:g}")
+        projections: list[GradeProjectionOut] = []
+        fit_stats: dict[str, EssayFit] = {}
+        if target is BatchState.COMPLETED:
+            meta["reliability"]["split_half"] = await self._scorer.split_half.remote(
+                ids, comparisons, alpha, self._held, zlib.crc32(self.batch_id.encode()))
+            flags = misfit_flags(fit.infit)
+            fit_stats = {e: EssayFit(i, o, f) for e, i, o, f in zip(ids, fit.infit, fit.outfit, flags, strict=True)}
+            meta["judges"] = [judge_fit(self._request.llm.model, fit)]
+            projections = self._project(scores)
         ranking = sorted(ids, key=lambda e: (-scores[e][0], e))
-        anchors = [Anchor(e, self._essays[e].known_grade or "", *scores[e]) for e in ids if self._essays[e].is_anchor]
-        students = {e: scores[e] for e in ids if not self._essays[e].is_anchor}
-        projections = [
-            GradeProjectionOut(essay_id=p.essay_id, grade=p.grade, probabilities=p.probabilities,
-                               confidence=p.confidence)
-            for p in project(students, anchors, GRADE_SCALE)
-        ] if target is BatchState.COMPLETED else []
         age = await self._repo.finalize(
             self.batch_id, target, decision.reason or "", scores=scores,
             ranks={e: i + 1 for i, e in enumerate(ranking)}, grade_projections=projections, meta=meta,
+            fit_stats=fit_stats,
         )
         self._finalized(target, age)
         if age is not None and target is BatchState.COMPLETED:
@@ -458,6 +485,18 @@ class BatchCoordinator:
             metrics.observe("cj_position_bias", fit.position_bias)
             metrics.observe("cj_comparisons_per_essay", 2 * fit.n_comparisons / n)
         await self._reload_state()
+
+    def _project(self, scores: dict[str, tuple[float, float]]) -> list[GradeProjectionOut]:
+        """Grades of the students: from the ruler's boundaries when the batch has one, else from its anchors."""
+        anchors = [Anchor(e, self._essays[e].known_grade or "", *scores[e])
+                   for e in self._essays if self._essays[e].is_anchor and (not self._ruler or e in self._held)]
+        students = {e: scores[e] for e in self._essays if not self._essays[e].is_anchor}
+        bounds = (self._ruler.grades, self._ruler.cuts) if self._ruler else None
+        return [
+            GradeProjectionOut(essay_id=p.essay_id, grade=p.grade, probabilities=p.probabilities,
+                               confidence=p.confidence)
+            for p in project(students, anchors, GRADE_SCALE, bounds)
+        ]
 
     def _finalized(self, target: BatchState, age: float | None) -> None:
         if age is None:

@@ -23,9 +23,19 @@ class ScoringActor:
         self._bt = bradley_terry
         metrics.configure(namespace)
 
-    async def fit(self, essay_ids: list[str], comparisons: list[Comparison], alpha: float) -> BTFit:
+    async def fit(
+        self, essay_ids: list[str], comparisons: list[Comparison], alpha: float,
+        fixed: dict[str, tuple[float, float]] | None = None,
+    ) -> BTFit:
         # Async only so metrics can be flushed; a fit is milliseconds of numpy and runs to the end.
         started = time.perf_counter()
-        result = self._bt.fit(essay_ids, comparisons, alpha)
+        result = self._bt.fit(essay_ids, comparisons, alpha, fixed)
         metrics.observe("cj_bt_fit_seconds", time.perf_counter() - started)
         return result
+
+    async def split_half(
+        self, essay_ids: list[str], comparisons: list[Comparison], alpha: float,
+        fixed: dict[str, tuple[float, float]] | None = None, seed: int = 0,
+    ) -> float | None:
+        """Once per batch, at the end: a few dozen fits of half the data."""
+        return self._bt.split_half(essay_ids, comparisons, alpha, fixed, seed=seed)

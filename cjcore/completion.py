@@ -1,12 +1,18 @@
 """When a batch stops (DESIGN §3 invariant 4). Called once every result of a round is in.
 
-Rules, first match wins: too few valid results → FAILED; stable scores → `stable`; valid results reach
-the threshold share of the denominator → `threshold`; budget spent → `budget`; round limit reached →
-`max_iterations`. Otherwise another round.
+Rules, first match wins: too few valid results → FAILED; reliability at its target → `reliable`; stable
+scores → `stable`; valid results reach the threshold share of the denominator → `threshold`; budget spent →
+`budget`; round limit reached → `max_iterations`. Otherwise another round.
+
+`reliable` and `stable` judge the ranking, so they count only after a round that added enough new valid
+verdicts (a quarter of the batch's essays): a round whose attempts all failed changes no score, and that is
+not stability. `reliable` also needs `min_per_essay` valid comparisons per essay, since reliability read
+off a handful of verdicts is itself noisy (README "Stop rule").
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from cjcore.contracts import Counters, denominator
@@ -19,6 +25,9 @@ class Policy:
     max_iterations: int
     min_success_rate: float = 0.25
     min_attempts_for_failure: int = 20
+    target_reliability: float | None = None
+    min_per_essay: float = 4.0  # valid comparisons per essay before `reliable` may stop a batch
+    min_new_valid_share: float = 0.25  # new valid verdicts, per essay, for a round to count as evidence
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,9 +37,9 @@ class Decision:
     failed: bool = False
 
 
-def completion_pct(counters: Counters, n_essays: int) -> float:
+def completion_pct(counters: Counters, n_essays: int, held: int = 0) -> float:
     """Valid results as a percentage of the denominator, never above 100 (invariant 3)."""
-    return min(100.0, 100.0 * counters.completed / denominator(counters.total_budget, n_essays))
+    return min(100.0, 100.0 * counters.completed / denominator(counters.total_budget, n_essays, held))
 
 
 def failing(counters: Counters, policy: Policy, not_judged: int = 0) -> bool:
@@ -38,17 +47,31 @@ def failing(counters: Counters, policy: Policy, not_judged: int = 0) -> bool:
     `not_judged` failures (expired after a crash of ours, cancelled) say nothing about the judge and are
     left out of the rate."""
     attempts = counters.completed + counters.failed - not_judged
-    return attempts >= policy.min_attempts_for_failure and counters.completed < policy.min_success_rate * attempts
+    return (attempts >= policy.min_attempts_for_failure and policy.min_success_rate > 0
+            and counters.completed <= policy.min_success_rate * attempts)
+
+
+def enough_new(new_valid: int, n_essays: int, policy: Policy) -> bool:
+    """The round just scored added enough valid verdicts for its fit to say anything new."""
+    return new_valid >= max(1, math.ceil(policy.min_new_valid_share * n_essays))
 
 
 def decide(
-    counters: Counters, n_essays: int, max_change: float | None, policy: Policy, not_judged: int = 0
+    counters: Counters, n_essays: int, max_change: float | None, policy: Policy, not_judged: int = 0, *,
+    new_valid: int, reliability: float | None = None, held: int = 0,
 ) -> Decision:
+    """`new_valid`: valid verdicts recorded since the previous scoring; `reliability`: the fit's; `held`: a
+    ruler's anchors in the batch (never paired with each other)."""
     if failing(counters, policy, not_judged):
         return Decision(True, "low_success_rate", failed=True)
-    if max_change is not None and counters.completed > 0 and max_change < policy.stability_threshold:
+    evidence = enough_new(new_valid, n_essays, policy)
+    per_essay = 2 * counters.completed / max(1, n_essays)
+    if (evidence and policy.target_reliability is not None and reliability is not None
+            and reliability >= policy.target_reliability and per_essay >= policy.min_per_essay):
+        return Decision(True, "reliable")
+    if evidence and max_change is not None and max_change < policy.stability_threshold:
         return Decision(True, "stable")
-    if completion_pct(counters, n_essays) >= policy.threshold_pct:
+    if completion_pct(counters, n_essays, held) >= policy.threshold_pct:
         return Decision(True, "threshold")
     if counters.submitted >= counters.total_budget:
         return Decision(True, "budget")

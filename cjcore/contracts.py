@@ -74,15 +74,15 @@ class Essay(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     essay_id: str = Field(min_length=1, max_length=200)
-    text: str
+    text: str | None = None  # absent only for an essay citing a registered anchor by `anchor_ref_id`
     is_anchor: bool = False
     known_grade: str | None = None
-    anchor_ref_id: str | None = None
+    anchor_ref_id: str | None = Field(default=None, min_length=1, max_length=200)
 
     @field_validator("text")
     @classmethod
-    def _text_not_empty(cls, v: str) -> str:
-        if not v.strip():
+    def _text_not_empty(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
             raise ValueError("must not be empty")
         return v
 
@@ -95,9 +95,16 @@ class Essay(BaseModel):
 
     @model_validator(mode="after")
     def _anchor_has_grade(self) -> Essay:
-        if self.is_anchor and self.known_grade is None:
-            raise ValueError("known_grade: an anchor essay needs a known_grade")
+        if self.text is None and self.anchor_ref_id is None:
+            raise ValueError("text: required (only an essay citing a registered anchor_ref_id may omit it)")
+        if self.is_anchor and self.known_grade is None and self.anchor_ref_id is None:
+            raise ValueError("known_grade: an anchor essay needs a known_grade (or a registered anchor_ref_id)")
         return self
+
+    @property
+    def cites_registry(self) -> bool:
+        """Cites a registered anchor by `anchor_ref_id` with no text of its own: resolved at submission."""
+        return self.text is None
 
 
 class LLMConfig(BaseModel):
@@ -122,6 +129,8 @@ class BatchRequest(BaseModel):
     completion_threshold_pct: float | None = Field(default=None, gt=0, le=100)
     pair_generation_seed: int | None = None
     llm: LLMConfig = Field(default_factory=LLMConfig)
+    anchor_set_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$")
+    target_reliability: float | None = Field(default=None, gt=0, le=1)
     essays: list[Essay]
 
     @field_validator("instructions")
@@ -176,9 +185,10 @@ def new_correlation_id() -> str:
     return str(uuid.uuid4())
 
 
-def denominator(total_budget: int, n_essays: int) -> int:
-    """Completion denominator (invariant 3): the budget, or every distinct pair if that is fewer."""
-    return max(1, min(total_budget, n_essays * (n_essays - 1) // 2))
+def denominator(total_budget: int, n_essays: int, held: int = 0) -> int:
+    """Completion denominator (invariant 3): the budget, or every distinct pair if that is fewer. A ruler's
+    `held` anchors are never compared with each other, so their pairs are not counted."""
+    return max(1, min(total_budget, n_essays * (n_essays - 1) // 2 - held * (held - 1) // 2))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -281,6 +291,10 @@ class RankingEntry(BaseModel):
     se: float
     is_anchor: bool
     known_grade: str | None = None
+    infit: float | None = None  # information-weighted mean-square of the standardised residuals (1: as expected)
+    outfit: float | None = None  # unweighted mean-square: sensitive to single surprising verdicts
+    misfit: bool = False  # infit above the batch's mean + 2 SD: judged inconsistently
+    held: bool = False  # a ruler's anchor, held at its calibrated score (DESIGN §4.6)
 
 
 class GradeProjectionOut(BaseModel):
@@ -291,8 +305,10 @@ class GradeProjectionOut(BaseModel):
 
 
 class ReliabilityOut(BaseModel):
-    ssr: float
+    ssr: float  # var / (var + mean SE²) of the fitted essays: the reliability of shrunk (MAP) scores
+    split_half: float | None = None  # random halves refitted, Spearman–Brown corrected, mean of repeats
     comparisons_per_essay: float = 0.0
+    target: float | None = None  # the target_reliability the stop rule used
 
 
 class PositionOut(BaseModel):
@@ -330,6 +346,8 @@ class BatchResult(BaseModel):
     cost: CostOut = Field(default_factory=CostOut)
     completion: CompletionOut | None = None
     budget_source: BudgetSource | None = None
+    anchor_set_id: str | None = None  # the ruler the batch was graded against (DESIGN §4.6)
+    judges: list[dict[str, Any]] = Field(default_factory=list)  # per judge model: comparisons, infit, outfit
     error: str | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
 

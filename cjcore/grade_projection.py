@@ -4,6 +4,12 @@ For each grade that has anchors, take the mean anchor score; force the means to 
 (pool-adjacent-violators, so one misplaced anchor cannot invert two bands); put each boundary midway
 between neighbouring means. A student's score is uncertain (its SE, plus the anchors' own uncertainty),
 so its probability of each grade is the normal mass between that grade's boundaries.
+
+The lowest and highest bands are bounded too: each is given the width of its inner neighbour, and the
+probabilities are renormalised over that span (a prior that places essays on the anchors' scale). Left
+open, every score that noise carries past the extreme anchors became F or A with high confidence: at 10
+comparisons per essay A and F were projected 779 times against 542 true, at confidence 0.65 and accuracy
+0.48; bounded, 571 against 542 at 0.55 and 0.55, the inner grades unchanged (README "Grade projection").
 """
 
 from __future__ import annotations
@@ -59,24 +65,36 @@ def boundaries(anchors: Sequence[Anchor], scale: Sequence[str]) -> tuple[list[st
     return grades, cuts
 
 
+def outer_edges(cuts: Sequence[float]) -> tuple[float, float]:
+    """Where the lowest and highest bands end: one inner band's width past the extreme cuts (with a single
+    cut, no inner band exists and the scale's ends stay open)."""
+    if len(cuts) < 2:
+        return -math.inf, math.inf
+    return cuts[0] - (cuts[1] - cuts[0]), cuts[-1] + (cuts[-1] - cuts[-2])
+
+
 def project(
-    students: Mapping[str, tuple[float, float]], anchors: Sequence[Anchor], scale: Sequence[str]
+    students: Mapping[str, tuple[float, float]], anchors: Sequence[Anchor], scale: Sequence[str],
+    bounds: tuple[Sequence[str], Sequence[float]] | None = None, open_ends: bool = False,
 ) -> list[Projection]:
-    """Project every student (essay_id → (score, se)); no anchors → no projections."""
+    """Project every student (essay_id → (score, se)); no anchors → no projections. `bounds`: (grades,
+    cuts) calibrated elsewhere (a ruler's), else read off `anchors`. `open_ends` keeps the unbounded outer
+    bands of before, for `bench pairing`'s comparison only."""
     if not anchors:
         return []
-    grades, cuts = boundaries(anchors, scale)
+    grades, cuts = bounds if bounds is not None else boundaries(anchors, scale)
+    low, high = (-math.inf, math.inf) if open_ends else outer_edges(cuts)
+    edges = [low, *cuts, high]
     anchor_var = sum(a.se**2 for a in anchors) / len(anchors)
     out = []
     for essay_id, (score, se) in students.items():
         sigma = math.sqrt(se**2 + anchor_var / 2.0) or 1e-9
-        edges = [-math.inf, *cuts, math.inf]
-        probs = {}
-        for i, g in enumerate(grades):
-            lo = 0.0 if edges[i] == -math.inf else _phi((edges[i] - score) / sigma)
-            hi = 1.0 if edges[i + 1] == math.inf else _phi((edges[i + 1] - score) / sigma)
-            probs[g] = max(0.0, hi - lo)
-        total = sum(probs.values()) or 1.0
+        cdf = [0.0 if x == -math.inf else 1.0 if x == math.inf else _phi((x - score) / sigma) for x in edges]
+        probs = {g: max(0.0, cdf[i + 1] - cdf[i]) for i, g in enumerate(grades)}
+        total = sum(probs.values())
+        if total < 1e-12:  # far outside the scale: every band's mass underflows; the nearest end takes it
+            nearest = grades[0] if score < edges[0] else grades[-1]
+            probs, total = {g: float(g == nearest) for g in grades}, 1.0
         probs = {g: round(p / total, 4) for g, p in probs.items()}
         best = max(grades, key=lambda g: probs[g])
         out.append(Projection(essay_id, best, probs, probs[best]))

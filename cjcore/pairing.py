@@ -6,6 +6,9 @@ the current fit: close scores (largest p(1−p)) between uncertain essays (large
 with a per-essay cap so a round spreads over the whole batch. A pair is not repeated until every pair
 has been tried. Every pair's A/B order is a fair coin, so anchors (or any essay) sit in position A half
 of the time whatever the order of the input.
+
+`held` essays (a ruler's anchors, calibrated already) are never paired with each other: each of their pairs
+would only re-measure what the ruler holds fixed.
 """
 
 from __future__ import annotations
@@ -49,17 +52,20 @@ def _orient(a: str, b: str, rng: random.Random) -> PlannedPair:
     return PlannedPair(a, b) if rng.random() < 0.5 else PlannedPair(b, a)
 
 
-def first_round(essay_ids: Sequence[str], size: int, rng: random.Random) -> list[PlannedPair]:
+def first_round(
+    essay_ids: Sequence[str], size: int, rng: random.Random, held: frozenset[str] = frozenset()
+) -> list[PlannedPair]:
     ids = list(essay_ids)
     n = len(ids)
-    total = n * (n - 1) // 2
+    k_held = len(held.intersection(ids))
+    total = n * (n - 1) // 2 - k_held * (k_held - 1) // 2
     size = min(size, total)
     chosen: list[Key] = []
     seen: set[Key] = set()
 
     def take(a: str, b: str) -> None:
         k = pair_key(a, b)
-        if a != b and k not in seen and len(chosen) < size:
+        if a != b and k not in seen and len(chosen) < size and not (a in held and b in held):
             seen.add(k)
             chosen.append(k)
 
@@ -90,6 +96,7 @@ def next_round(
     ses: Mapping[str, float],
     size: int,
     rng: random.Random,
+    held: frozenset[str] = frozenset(),
 ) -> list[PlannedPair]:
     ids = sorted(essay_ids)
     n = len(ids)
@@ -105,6 +112,12 @@ def next_round(
             i, j = pair
             counts[i, j] = counts[j, i] = c
     rows, cols = np.triu_indices(n, 1)
+    if held:
+        is_held = np.array([e in held for e in ids])
+        allowed = ~(is_held[rows] & is_held[cols])
+        rows, cols = rows[allowed], cols[allowed]
+        if not len(rows):
+            return []
     tried = counts[rows, cols]
     keep = tried == tried.min()
     rows, cols = rows[keep], cols[keep]

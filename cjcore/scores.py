@@ -14,10 +14,14 @@ class BTFit:
     essay_ids: tuple[str, ...]
     scores: tuple[float, ...]  # mean zero, logit scale
     se: tuple[float, ...]
-    ssr: float
+    ssr: float  # reliability var / (var + mean SE²) of the fitted essays (bradley_terry.reliability)
     n_comparisons: int
     position_bias: float = 0.0  # h: the judge's log-odds preference for the essay shown first
     position_bias_se: float = 0.0
+    infit: tuple[float | None, ...] = ()  # per essay; None: no valid comparison yet
+    outfit: tuple[float | None, ...] = ()
+    judge_infit: float | None = None  # over every verdict: the judge's consistency
+    judge_outfit: float | None = None
 
     def score_of(self) -> dict[str, float]:
         return dict(zip(self.essay_ids, self.scores, strict=True))

@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     default_max_comparisons: int = Field(default=200, ge=1)  # budget when the request gives none
     completion_threshold_pct: float = Field(default=95.0, gt=0, le=100)
     score_stability_threshold: float = Field(default=0.1, gt=0)  # logits; see README "Completion"
+    # Stop once the fit's reliability reaches this (a request's target_reliability overrides it), after a
+    # round that added valid verdicts and with at least min_comparisons_per_essay; README "Stop rule".
+    target_reliability: float = Field(default=0.9, gt=0, le=1)
+    min_comparisons_per_essay: float = Field(default=4.0, ge=0)
     max_iterations: int = Field(default=20, ge=1)
     pairs_per_essay_per_round: float = Field(default=1.0, gt=0)
     bt_regularization: float = Field(default=0.3, gt=0)  # prior precision; see README "Adaptive pairing"

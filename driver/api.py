@@ -19,8 +19,9 @@ import ray
 
 from actors import names
 from actors.activation import ensure_coordinator
-from cjcore import admission
+from cjcore import admission, rulers
 from cjcore.contracts import (
+    GRADE_SCALE,
     TERMINAL_STATES,
     BatchRequest,
     BatchResult,
@@ -30,10 +31,12 @@ from cjcore.contracts import (
     new_batch_id,
     parse_batch_request,
 )
-from cjcore.errors import BatchNotFound, BatchTimeout, DeploymentNotFound, InvalidRequest
+from cjcore.errors import BatchNotFound, BatchTimeout, CJError, DeploymentNotFound, InvalidRequest
+from cjcore.grade_projection import Anchor, boundaries
 from cjcore.settings import Settings
 from storage.database import make_engine
 from storage.repository import NewBatch, Repository
+from storage.rulers import RulerStore
 
 Progress = Callable[[BatchState, Counters], None]
 
@@ -51,6 +54,7 @@ class CJClient:
         self.settings = settings
         self._engine = make_engine(settings.database_url, pool_size=2)
         self.repo = Repository(self._engine, settings.database_outage_s)
+        self.rulers = RulerStore(self._engine, settings.database_outage_s)
 
     async def close(self) -> None:
         await self._engine.dispose()
@@ -72,7 +76,10 @@ class CJClient:
         for request in requests:
             budget, source = budget_for(request, self.settings)
             threshold = request.completion_threshold_pct or self.settings.completion_threshold_pct
-            new.append(NewBatch(request.batch_id or new_batch_id(), request, budget, source, threshold))
+            ruler = await self._ruler_for(request)
+            new.append(NewBatch(request.batch_id or new_batch_id(), request, budget, source, threshold,
+                                essays=rulers.link(request, ruler) if ruler else (),
+                                anchor_set_id=ruler.anchor_set_id if ruler else None))
         ids = [b.batch_id for b in new]
         if len(set(ids)) != len(ids):
             dup = next(i for i in ids if ids.count(i) > 1)
@@ -80,6 +87,52 @@ class CJClient:
         await self.repo.create_batches(new, self.settings.ray_namespace, uuid.uuid4().hex)
         self._admission().wake.remote()  # fire and forget: admission also looks every few seconds
         return ids
+
+    async def _ruler_for(self, request: BatchRequest) -> rulers.Ruler | None:
+        """The registered set a request is graded against: the one it names, else the one every anchor it
+        cites by anchor_ref_id (with no text) belongs to. Refused naming the field when there is none."""
+        if request.anchor_set_id is not None:
+            ruler = await self.rulers.get(request.anchor_set_id)
+            if ruler is None:
+                raise InvalidRequest("anchor_set_id", f"no anchor set {request.anchor_set_id!r} is registered "
+                                     "(launch.py anchors register FILE)")
+            return ruler
+        refs = rulers.cited_refs(request)
+        if not refs:
+            return None
+        found = await self.rulers.sets_with(refs)
+        common: set[str] | None = None
+        for i, e in enumerate(request.essays):
+            if e.cites_registry:
+                sets = set(found.get(e.anchor_ref_id or "", []))
+                if not sets:
+                    raise InvalidRequest(f"essays[{i}].anchor_ref_id",
+                                         f"{e.anchor_ref_id!r} is not a registered anchor (and the essay has no text)")
+                common = sets if common is None else common & sets
+        if not common or len(common) > 1:
+            raise InvalidRequest("anchor_set_id", "the cited anchors are not all in exactly one registered set "
+                                 f"({', '.join(sorted(common or [])) or 'none in common'}); name it in anchor_set_id")
+        return await self.rulers.get(common.pop())
+
+    async def register_anchor_set(self, data: Any, timeout_s: float | None = None,
+                                  progress: Progress | None = None) -> dict[str, Any]:
+        """Calibrate an anchor set through the deployment (a batch of its anchors only, DESIGN §4.6) and
+        store its anchors' scores and SEs and its grade boundaries. Nothing is stored unless it completes."""
+        anchor_set = rulers.parse_anchor_set(data)
+        set_id = anchor_set.anchor_set_id
+        if used := await self.rulers.used_by(set_id):  # before paying for a calibration that cannot be stored
+            raise InvalidRequest("anchor_set_id", f"anchor set {set_id!r} is used by {used} batches; register the "
+                                 "new calibration under a new id")
+        batch_id = await self.submit(rulers.calibration_request(anchor_set, f"ruler-{set_id}-{uuid.uuid4().hex[:8]}"))
+        result = await self.wait(batch_id, timeout_s=timeout_s, progress=progress)
+        if result.state is not BatchState.COMPLETED:
+            raise CJError(f"anchor set {set_id!r}: calibration batch {batch_id} ended {result.state.value}"
+                          f" ({result.error or result.completion_reason}); nothing stored")
+        scores = {r.essay_id: (r.score, r.se) for r in result.rankings}
+        grades, cuts = boundaries([Anchor(a.anchor_ref_id, a.known_grade, *scores[a.anchor_ref_id])
+                                   for a in anchor_set.anchors], GRADE_SCALE)
+        await self.rulers.save(anchor_set, batch_id, scores, grades, cuts, result.reliability.ssr)
+        return await self.rulers.show(set_id) or {}
 
     def _admission(self) -> ray.actor.ActorHandle:
         try:

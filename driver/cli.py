@@ -269,6 +269,70 @@ def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(run())
 
 
+def _read_json(path: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"FILE: cannot read {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"FILE: {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+
+
+def cmd_anchors(args: argparse.Namespace, settings: Settings) -> int:
+    from cjcore.rulers import parse_anchor_set
+    from driver.api import CJClient
+
+    data = None
+    if args.action == "register":  # validated before any connection: a bad file stores nothing
+        data = _read_json(args.file)
+        parse_anchor_set(data)
+    settings = deployment_settings(settings)
+    if args.action == "register":
+        init_ray(settings, local=False)
+
+    async def run() -> int:
+        async with CJClient(settings) as client:
+            if args.action == "register":
+                progress, update = _progress_printer(args.json)
+                with progress:
+                    shown = await client.register_anchor_set(data, timeout_s=args.timeout, progress=update)
+            elif args.action == "list":
+                rows = await client.rulers.list()
+                if args.json:
+                    print(json.dumps(rows, indent=2))
+                else:
+                    render.rows_table("anchor sets", rows)
+                return 0
+            else:
+                shown = await client.rulers.show(args.id)
+                if shown is None:
+                    raise InvalidRequest("ID", f"no anchor set {args.id!r} is registered")
+        if args.json:
+            print(json.dumps(shown, indent=2))
+        else:
+            render.kv_table(f"anchor set {shown['anchor_set_id']}", {k: v for k, v in shown.items() if k != "anchors"})
+            render.rows_table("anchors (calibrated, logits)", shown["anchors"])
+        return 0
+
+    return asyncio.run(run())
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from driver import export
+    from driver.api import CJClient
+
+    settings = deployment_settings(settings)
+
+    async def run() -> dict[str, Any]:
+        async with CJClient(settings) as client:
+            attempts = await client.repo.attempts(args.id)
+            return export.document(await client.result(args.id), attempts)
+
+    doc = asyncio.run(run())
+    sys.stdout.write(export.as_csv(doc) if args.format == "csv" else export.as_json(doc) + "\n")
+    return 0
+
+
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     import ray
 
@@ -520,6 +584,25 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("id")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_inspect)
+
+    an = sub.add_parser("anchors", help="rulers: anchor sets calibrated once, one scale across batches (§4.6)")
+    an_sub = an.add_subparsers(dest="action", required=True)
+    ar = an_sub.add_parser("register", help="calibrate an anchor-set file through the deployment and store it")
+    ar.add_argument("file")
+    ar.add_argument("--timeout", type=float, default=None)
+    al = an_sub.add_parser("list", help="registered anchor sets")
+    ash = an_sub.add_parser("show", help="one set: its anchors' calibrated scores and its grade boundaries")
+    ash.add_argument("id")
+    for parser in (ar, al, ash):
+        _address_option(parser)
+        parser.add_argument("--json", action="store_true")
+    an.set_defaults(func=cmd_anchors)
+
+    ex = sub.add_parser("export", help="a batch's rankings, projections and every comparison attempt")
+    _address_option(ex)
+    ex.add_argument("id")
+    ex.add_argument("--format", choices=["csv", "json"], default="json")
+    ex.set_defaults(func=cmd_export)
 
     sp = sub.add_parser("sim-provider", help="the simulated Anthropic server (DESIGN §4.5)")
     sp.add_argument("--host", default="127.0.0.1")

@@ -24,19 +24,22 @@ def result_table(result: BatchResult) -> None:
         f" budget {c.total_budget}, {c.iterations} rounds"
     )
     table = Table(show_lines=False)
-    for col in ("rank", "essay", "score", "se", "anchor", "projected grade", "confidence"):
-        table.add_column(col, justify="right" if col in ("rank", "score", "se", "confidence") else "left")
+    for col in ("rank", "essay", "score", "se", "anchor", "projected grade", "confidence", "infit"):
+        table.add_column(col, justify="right" if col in ("rank", "score", "se", "confidence", "infit") else "left")
     for r in result.rankings:
         p = grades.get(r.essay_id)
         table.add_row(
             str(r.rank), r.essay_id, f"{r.score:+.2f}", f"{r.se:.2f}",
-            r.known_grade if r.is_anchor else "",
+            (r.known_grade or "") + (" (ruler)" if r.held else "") if r.is_anchor else "",
             p.grade if p else "", f"{p.confidence:.0%}" if p else "",
+            "" if r.infit is None else f"{r.infit:.2f}" + (" misfit" if r.misfit else ""),
         )
     console.print(table)
-    pos = result.position
+    pos, rel = result.position, result.reliability
+    split = "" if rel.split_half is None else f", split-half {rel.split_half:.3f}"
+    ruler = f"; graded against anchor set {result.anchor_set_id}" if result.anchor_set_id else ""
     console.print(
-        f"reliability SSR {result.reliability.ssr:.3f}; position: A won {pos.a_wins}, B won {pos.b_wins}"
+        f"reliability {rel.ssr:.3f}{split}{ruler}; position: A won {pos.a_wins}, B won {pos.b_wins}"
         f" (bias {pos.bias_logit:+.2f} ± {pos.bias_se:.2f} logits); cost {result.cost.input_tokens} in /"
         f" {result.cost.output_tokens} out tokens, ${result.cost.usd:.4f}"
     )
@@ -57,6 +60,15 @@ def health_table(rows: list[dict[str, Any]]) -> None:
         table.add_column(h, no_wrap=h in ("batch", "state"))
     for r in rows:
         table.add_row(*[f"{r[c]:.0f}" if c == "age_s" else "" if r.get(c) is None else str(r[c]) for c in cols])
+    console.print(table)
+
+
+def rows_table(title: str, rows: list[dict[str, Any]]) -> None:
+    table = Table(title=title)
+    for col in (rows[0] if rows else {"-": ""}):
+        table.add_column(str(col))
+    for r in rows:
+        table.add_row(*["" if v is None else str(v) for v in r.values()])
     console.print(table)
 
 

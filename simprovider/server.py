@@ -24,7 +24,7 @@ from aiohttp import web
 from cjcore.prompt import TOOL_NAME, extract_essays
 from cjcore.rate_limit import TOOL_USE_OVERHEAD_TOKENS
 from cjcore.token_bucket import TokenBucket
-from simprovider.judge import Judge, text_sha256
+from simprovider.judge import Judge, Truth, text_sha256
 
 CHARS_PER_TOKEN = 4
 CACHE_TTL_S = 300.0
@@ -54,7 +54,7 @@ class SimConfig:
     initial_s: float = 60.0  # seconds' worth in each bucket at start: 60 is a full bucket (a rested key)
     min_cacheable_tokens: int | None = None  # None: the model's own minimum (MIN_CACHEABLE_TOKENS)
     seed: int | None = None
-    truth: dict[str, float] = field(default_factory=dict)
+    truth: Truth = field(default_factory=dict)  # sha256 → quality, or {"quality": q, "noise": x}
 
 
 # Injected faults in the order their rates are laid out on [0, 1): (name, SimConfig attribute).

@@ -29,6 +29,7 @@ from cjcore.contracts import (
     Counters,
     CountersOut,
     ErrorType,
+    Essay,
     GradeProjectionOut,
     PositionOut,
     RankingEntry,
@@ -76,6 +77,15 @@ def _meta(patch: dict[str, Any]) -> Any:
     return batch_states.c.metadata.op("||")(bindparam("meta_patch", patch, type_=JSONB))
 
 
+@dataclass(frozen=True, slots=True)
+class EssayFit:
+    """How well the model fits one essay's verdicts (cj_essays.infit/outfit/misfit)."""
+
+    infit: float | None
+    outfit: float | None
+    misfit: bool | None
+
+
 @dataclass(slots=True)
 class EssayRow:
     essay_id: str
@@ -84,6 +94,7 @@ class EssayRow:
     known_grade: str | None
     score: float | None
     se: float | None
+    anchor_ref_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +104,12 @@ class NewBatch:
     total_budget: int
     source: BudgetSource
     threshold_pct: float
+    essays: Sequence[Essay] = ()  # as linked to its ruler (cjcore.rulers.link); empty: the request's own
+    anchor_set_id: str | None = None
+
+    @property
+    def stored_essays(self) -> Sequence[Essay]:
+        return self.essays or self.request.essays
 
 
 @dataclass(slots=True)
@@ -107,6 +124,7 @@ class BatchSnapshot:
     budget_source: BudgetSource
     metadata: dict[str, Any]
     essays: list[EssayRow]
+    anchor_set_id: str | None = None
     attempted: list[tuple[str, str]] = field(default_factory=list)  # (a, b) of every attempt
     pending: list[Attempt] = field(default_factory=list)  # no result yet
     # Errors of the current round that no later attempt retries yet, with their error type.
@@ -199,21 +217,21 @@ class Repository:
                     {"batch_id": b.batch_id, "status": BatchStatus.ACTIVE,
                      "original_request": b.request.model_dump_json(), "budget_source": b.source,
                      "assignment_id": b.request.assignment_id, "course_code": b.request.course_code,
-                     "user_id": b.request.user_id, "ray_namespace": namespace}
+                     "user_id": b.request.user_id, "ray_namespace": namespace, "anchor_set_id": b.anchor_set_id}
                     for b in batches_in
                 ])
                 await conn.execute(insert(batch_states), [
                     {"batch_id": b.batch_id, "state": BatchState.QUEUED, "total_budget": b.total_budget,
                      "completion_threshold_pct": b.threshold_pct,
-                     "metadata": {"budget_source": b.source.value, "n_essays": len(b.request.essays),
+                     "metadata": {"budget_source": b.source.value, "n_essays": len(b.stored_essays),
                                   "submission_id": submission_id}}
                     for b in batches_in
                 ])
                 await conn.execute(insert(essays), [
                     {"batch_id": b.batch_id, "essay_id": e.essay_id, "position": i, "text": e.text,
-                     "text_sha256": hashlib.sha256(e.text.encode()).hexdigest(), "is_anchor": e.is_anchor,
+                     "text_sha256": hashlib.sha256((e.text or "").encode()).hexdigest(), "is_anchor": e.is_anchor,
                      "known_grade": e.known_grade, "anchor_ref_id": e.anchor_ref_id}
-                    for b in batches_in for i, e in enumerate(b.request.essays)
+                    for b in batches_in for i, e in enumerate(b.stored_essays)
                 ])
         except IntegrityError as exc:
             if "cj_batches_pkey" in str(exc.orig):  # submitted by someone else at the same moment
@@ -230,6 +248,7 @@ class Repository:
                         batch_states.c.state,
                         batch_states.c.completion_threshold_pct,
                         batch_states.c.metadata,
+                        batches.c.anchor_set_id,
                         *_COUNTER_COLS,
                     )
                     .join(batch_states, batch_states.c.batch_id == batches.c.batch_id)
@@ -242,7 +261,7 @@ class Repository:
                 await conn.execute(
                     select(
                         essays.c.essay_id, essays.c.text, essays.c.is_anchor, essays.c.known_grade,
-                        essays.c.score, essays.c.se,
+                        essays.c.score, essays.c.se, essays.c.anchor_ref_id,
                     )
                     .where(essays.c.batch_id == batch_id)
                     .order_by(essays.c.position)
@@ -270,6 +289,7 @@ class Repository:
             budget_source=BudgetSource(head.budget_source),
             metadata=dict(head.metadata or {}),
             essays=[EssayRow(*r) for r in essay_rows],
+            anchor_set_id=head.anchor_set_id,
             attempted=[(r.essay_a_id, r.essay_b_id) for r in pair_rows],
             pending=[attempt(r) for r in pair_rows if r.winner is None],
             unretried=[
@@ -448,16 +468,21 @@ class Repository:
             return True
 
     async def _write_scores(
-        self, conn: AsyncConnection, batch_id: str, scores: dict[str, tuple[float, float]], ranks: dict[str, int]
+        self, conn: AsyncConnection, batch_id: str, scores: dict[str, tuple[float, float]], ranks: dict[str, int],
+        fit_stats: dict[str, EssayFit] | None = None,
     ) -> None:
         if not scores:
             return
+        stats = fit_stats or {}
+        none = EssayFit(None, None, None)
         await conn.execute(
             update(essays)
             .where(essays.c.batch_id == bindparam("b_id"), essays.c.essay_id == bindparam("e_id"))
-            .values(score=bindparam("s"), se=bindparam("e"), rank=bindparam("r")),
+            .values(score=bindparam("s"), se=bindparam("e"), rank=bindparam("r"), infit=bindparam("inf"),
+                    outfit=bindparam("outf"), misfit=bindparam("mis")),
             [
-                {"b_id": batch_id, "e_id": k, "s": s, "e": se, "r": ranks.get(k)}
+                {"b_id": batch_id, "e_id": k, "s": s, "e": se, "r": ranks.get(k), "inf": stats.get(k, none).infit,
+                 "outf": stats.get(k, none).outfit, "mis": stats.get(k, none).misfit}
                 for k, (s, se) in scores.items()
             ],
         )
@@ -473,6 +498,7 @@ class Repository:
         grade_projections: Sequence[GradeProjectionOut] = (),
         meta: dict[str, Any] | None = None,
         only_from: BatchState | None = None,
+        fit_stats: dict[str, EssayFit] | None = None,
     ) -> float | None:
         """Reach a terminal state exactly once, with scores, projections and one outbox event, in one
         transaction. Returns the batch's age in seconds (submit → now); None (and nothing written) if
@@ -489,7 +515,7 @@ class Repository:
                     .returning(func.extract("epoch", batches.c.finished_at - batches.c.created_at))
                 )
             ).scalar_one()
-            await self._write_scores(conn, batch_id, scores or {}, ranks or {})
+            await self._write_scores(conn, batch_id, scores or {}, ranks or {}, fit_stats)
             if grade_projections:
                 await conn.execute(
                     insert(projections),
@@ -527,7 +553,8 @@ class Repository:
                 await conn.execute(
                     select(
                         batch_states.c.state, batch_states.c.completion_reason, batch_states.c.metadata,
-                        batch_states.c.completion_threshold_pct, batches.c.budget_source, *_COUNTER_COLS,
+                        batch_states.c.completion_threshold_pct, batches.c.budget_source, batches.c.anchor_set_id,
+                        *_COUNTER_COLS,
                     )
                     .join(batches, batches.c.batch_id == batch_states.c.batch_id)
                     .where(batch_states.c.batch_id == batch_id)
@@ -538,7 +565,7 @@ class Repository:
             essay_rows = (
                 await conn.execute(
                     select(essays.c.essay_id, essays.c.score, essays.c.se, essays.c.is_anchor,
-                           essays.c.known_grade, essays.c.rank)
+                           essays.c.known_grade, essays.c.rank, essays.c.infit, essays.c.outfit, essays.c.misfit)
                     .where(essays.c.batch_id == batch_id, essays.c.score.is_not(None))
                     .order_by(essays.c.score.desc(), essays.c.essay_id)
                 )
@@ -557,6 +584,11 @@ class Repository:
             ).scalar_one()
         counters = _counters(head)
         meta = dict(head.metadata or {})
+        held = set(meta.get("held", []))
+
+        def mean_square(v: float | None) -> float | None:
+            return None if v is None else round(v, 3)
+
         return BatchResult(
             batch_id=batch_id,
             state=BatchState(head.state),
@@ -564,7 +596,9 @@ class Repository:
             counters=CountersOut(**_counters_dict(counters)),
             rankings=[
                 RankingEntry(essay_id=r.essay_id, rank=r.rank or i + 1, score=round(r.score, 4),
-                             se=round(r.se or 0.0, 4), is_anchor=r.is_anchor, known_grade=r.known_grade)
+                             se=round(r.se or 0.0, 4), is_anchor=r.is_anchor, known_grade=r.known_grade,
+                             infit=mean_square(r.infit), outfit=mean_square(r.outfit), misfit=bool(r.misfit),
+                             held=r.essay_id in held)
                 for i, r in enumerate(essay_rows)
             ],
             grade_projections=[
@@ -576,13 +610,15 @@ class Repository:
             position=PositionOut(**meta.get("position", {})),
             cost=cost,
             completion=CompletionOut(
-                denominator=denominator(counters.total_budget, n_essays),
+                denominator=denominator(counters.total_budget, n_essays, len(held)),
                 threshold_pct=head.completion_threshold_pct,
-                completion_pct=round(completion_pct(counters, n_essays), 2),
+                completion_pct=round(completion_pct(counters, n_essays, len(held)), 2),
                 stability_threshold=meta.get("completion", {}).get("stability_threshold"),
                 last_max_change=meta.get("completion", {}).get("last_max_change"),
             ),
             budget_source=BudgetSource(head.budget_source),
+            anchor_set_id=head.anchor_set_id,
+            judges=meta.get("judges", []),
             error=meta.get("error"),
         )
 
@@ -669,6 +705,22 @@ class Repository:
             "outbox_events": events,
             "cost": cost.model_dump(),
         }
+
+    async def attempts(self, batch_id: str) -> list[dict[str, Any]]:
+        """Every comparison attempt of a batch in the order they were made: the decision record."""
+        await self.state_of(batch_id)  # BatchNotFound for an unknown id
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(
+                select(pairs.c.correlation_id, pairs.c.iteration, pairs.c.attempt, pairs.c.retry_of,
+                       pairs.c.essay_a_id, pairs.c.essay_b_id, pairs.c.winner, pairs.c.confidence,
+                       pairs.c.justification, pairs.c.error_code, pairs.c.error_details, pairs.c.http_status,
+                       pairs.c.input_tokens, pairs.c.output_tokens, pairs.c.cache_read_tokens,
+                       pairs.c.cache_write_tokens, pairs.c.cost_usd, pairs.c.latency_ms, pairs.c.provider_request_id,
+                       pairs.c.created_at, pairs.c.completed_at)
+                .where(pairs.c.batch_id == batch_id).order_by(pairs.c.id))).mappings().all()
+        return [{**r, "winner": r["winner"].value if r["winner"] else None,
+                 "created_at": r["created_at"].isoformat(),
+                 "completed_at": r["completed_at"].isoformat() if r["completed_at"] else None} for r in rows]
 
     async def events(self, batch_id: str) -> list[dict[str, Any]]:
         async with self.engine.connect() as conn:

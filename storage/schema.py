@@ -64,6 +64,8 @@ batches = Table(
     Column("finished_at", DateTime(timezone=True)),
     Column("ray_namespace", Text),  # the deployment whose admission controller owns the batch (0004)
     Column("admitted_at", DateTime(timezone=True)),  # QUEUED → INITIALIZING (0004)
+    Column("anchor_set_id", Text),  # the ruler the batch is graded against (0005)
+    Index("ix_cj_batches_anchor_set", "anchor_set_id", postgresql_where=text("anchor_set_id IS NOT NULL")),
 )
 
 batch_states = Table(
@@ -97,6 +99,9 @@ essays = Table(
     Column("score", Float),
     Column("se", Float),
     Column("rank", Integer),
+    Column("infit", Float),  # 0005
+    Column("outfit", Float),
+    Column("misfit", Boolean),
 )
 
 pairs = Table(
@@ -162,6 +167,35 @@ outbox = Table(
         unique=True,
         postgresql_where=text("published_at IS NULL"),
     ),
+)
+
+
+anchor_sets = Table(
+    "cj_anchor_sets",
+    metadata,
+    Column("anchor_set_id", Text, primary_key=True),
+    Column("assignment_id", Text),
+    Column("course_code", Text),
+    Column("instructions", Text, nullable=False),
+    Column("llm", JSONB, nullable=False),
+    Column("grades", JSONB, nullable=False),  # grades with anchors, low → high
+    Column("boundaries", JSONB, nullable=False),  # the len(grades) − 1 cuts between them, logits
+    Column("calibration_batch_id", Text, nullable=False),  # the batch that judged the anchors
+    Column("reliability", Float),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+
+anchors = Table(
+    "cj_anchors",
+    metadata,
+    Column("anchor_set_id", Text, ForeignKey("cj_anchor_sets.anchor_set_id", ondelete="CASCADE"), primary_key=True),
+    Column("anchor_ref_id", Text, primary_key=True),
+    Column("text", Text, nullable=False),
+    Column("text_sha256", Text, nullable=False),
+    Column("known_grade", Text, nullable=False),
+    Column("score", Float, nullable=False),  # calibrated, on the set's scale
+    Column("se", Float, nullable=False),
+    Index("ix_cj_anchors_ref", "anchor_ref_id"),
 )
 
 

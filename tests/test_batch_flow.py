@@ -116,10 +116,24 @@ def test_retryable_errors_become_new_attempts_and_counters_still_equal_the_rows(
     assert repo_call(stack, "check_invariants", result.batch_id) == []
 
 
+def test_an_eng5_batch_stops_when_its_reliability_reaches_the_target_before_its_budget(stack, sim):
+    sim.configure(truth=eng5_truth(), noise=0.5, position_bias=0.5)
+    request = eng5_request()
+    request.update(max_comparisons=276, completion_threshold_pct=100, target_reliability=0.85)
+    result = run_batch(stack, request)
+    print(f"\nreliable after {result.counters.submitted} of 276, reliability {result.reliability.ssr:.3f}, "
+          f"split-half {result.reliability.split_half}")
+    assert result.state is BatchState.COMPLETED and result.completion_reason == "reliable"
+    assert result.reliability.ssr >= 0.85 == result.reliability.target
+    assert result.reliability.comparisons_per_essay >= 4 and result.counters.submitted < 276
+    assert result.reliability.split_half is not None and 0 < result.reliability.split_half <= 1
+
+
 def test_a_24_essay_batch_on_a_consistent_judge_stops_on_stable_before_its_budget(stack, sim):
     sim.configure(truth={k: 3 * q for k, q in eng5_truth().items()}, noise=0.0)
     request = eng5_request()
-    request.update(max_comparisons=276, completion_threshold_pct=100)
+    # A target of 1.0 is never reached: only the stability rule can stop the batch early.
+    request.update(max_comparisons=276, completion_threshold_pct=100, target_reliability=1.0)
     result = run_batch(stack, request)
     print(f"\nconsistent judge: stable after {result.counters.submitted} of 276, "
           f"{result.counters.iterations} rounds, ssr {result.reliability.ssr:.3f}")
