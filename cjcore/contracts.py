@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import uuid
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -160,12 +160,20 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return path or "request"
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
 def parse_batch_request(data: Any) -> BatchRequest:
     """Validate a batch request; raise InvalidRequest naming the first offending field."""
+    return parse_model(BatchRequest, data, "request")
+
+
+def parse_model(model: type[M], data: Any, what: str) -> M:
+    """Validate JSON input against a boundary model; raise InvalidRequest naming the first offending field."""
     if not isinstance(data, dict):
-        raise InvalidRequest("request", "must be a JSON object")
+        raise InvalidRequest(what, "must be a JSON object")
     try:
-        return BatchRequest.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         msg = str(err["msg"]).removeprefix("Value error, ")
@@ -354,7 +362,7 @@ class BatchResult(BaseModel):
 
 __all__ = [
     "GRADE_SCALE", "DEFAULT_INSTRUCTIONS", "BatchState", "TERMINAL_STATES", "Winner", "BudgetSource",
-    "ErrorType", "Essay", "LLMConfig", "BatchRequest", "parse_batch_request", "new_batch_id",
+    "ErrorType", "Essay", "LLMConfig", "BatchRequest", "parse_batch_request", "parse_model", "new_batch_id",
     "new_correlation_id", "denominator", "ComparisonRequest", "ComparisonResult", "PlannedPair",
     "Comparison", "Counters", "BatchResult", "CountersOut", "RankingEntry", "GradeProjectionOut",
     "ReliabilityOut", "PositionOut", "CostOut", "CompletionOut",

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from cjcore.contracts import DEFAULT_INSTRUCTIONS, GRADE_SCALE, BatchRequest, Essay, LLMConfig, _field_path
+from cjcore.contracts import DEFAULT_INSTRUCTIONS, GRADE_SCALE, BatchRequest, Essay, LLMConfig, parse_model
 from cjcore.errors import InvalidRequest
 
 SET_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$"
@@ -46,7 +46,7 @@ class AnchorSetFile(BaseModel):
     course_code: str | None = None
     instructions: str = DEFAULT_INSTRUCTIONS
     llm: LLMConfig = Field(default_factory=LLMConfig)
-    max_comparisons: int | None = Field(default=None, ge=1)  # calibration budget; default: every pair twice
+    max_comparisons: int | None = Field(default=None, ge=1)  # calibration budget; default: every pair once
     anchors: list[AnchorIn]
 
     @field_validator("anchors")
@@ -63,23 +63,18 @@ class AnchorSetFile(BaseModel):
 
 
 def parse_anchor_set(data: Any) -> AnchorSetFile:
-    if not isinstance(data, dict):
-        raise InvalidRequest("anchor set", "must be a JSON object")
-    try:
-        return AnchorSetFile.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise InvalidRequest(_field_path(tuple(err["loc"])), str(err["msg"]).removeprefix("Value error, ")) from None
+    return parse_model(AnchorSetFile, data, "anchor set")
 
 
 def calibration_request(anchor_set: AnchorSetFile, batch_id: str) -> BatchRequest:
-    """The batch that calibrates a set: its anchors only, judged against each other; by default every pair
-    twice, with no early stop (its scores are reused by every batch that cites the set)."""
+    """The batch that calibrates a set: its anchors only, judged against each other, by default every pair
+    (a batch never repeats a pair before all are used, nor goes past them), not stopped early by
+    reliability (its scores are reused by every batch that cites the set)."""
     n = len(anchor_set.anchors)
     return BatchRequest(
         batch_id=batch_id, assignment_id=anchor_set.assignment_id, course_code=anchor_set.course_code,
         instructions=anchor_set.instructions, llm=anchor_set.llm, completion_threshold_pct=100,
-        max_comparisons=anchor_set.max_comparisons or n * (n - 1), target_reliability=1.0,
+        max_comparisons=anchor_set.max_comparisons or n * (n - 1) // 2, target_reliability=1.0,
         essays=[Essay(essay_id=a.anchor_ref_id, text=a.text, is_anchor=True, known_grade=a.known_grade,
                       anchor_ref_id=a.anchor_ref_id) for a in anchor_set.anchors],
     )

@@ -680,6 +680,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--students", type=_positive_int("--students"), nargs="+", default=None,
                    help="students besides the 12 ENG5 anchors: pairing (24 48), throughput (138)")
     b.add_argument("--seeds", type=_positive_int("--seeds"), default=10, help="pairing: seeds per strategy")
+    b.add_argument("--sections", nargs="+", default=None,
+                   choices=["strategies", "stop", "reliability", "calibration", "misfit", "ruler"],
+                   help="pairing: which tables (default all)")
     b.add_argument("--noise", type=float, default=0.5, help="pairing: the simulated judge's noise (logits)")
     b.add_argument("--position-bias", type=float, default=0.0, help="pairing: the judge's preference for A")
     b.add_argument("--json", action="store_true")

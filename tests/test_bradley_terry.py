@@ -8,6 +8,7 @@ import pytest
 
 from cjcore import bradley_terry
 from cjcore.contracts import Comparison, Winner
+from cjcore.misfit import misfit_flags
 from cjcore.scores import max_score_change, position_wins
 
 SPEARMAN_MIN = 0.9
@@ -104,3 +105,38 @@ def test_scores_are_corrected_for_the_position_preference():
 def test_max_score_change(prev, cur, expected):
     got = max_score_change(prev, cur)
     assert got == expected if expected is None else got == pytest.approx(expected)
+
+
+def test_with_no_valid_verdict_the_ses_are_the_priors_not_zero():
+    """Adaptive pairing weighs pairs by their SEs: zeros would make every pair look worthless."""
+    fit = bradley_terry.fit(["a", "b", "c"], [Comparison("a", "b", Winner.ERROR)], alpha=0.25)
+    assert all(se == pytest.approx(2.0 * math.sqrt(2 / 3)) for se in fit.se)  # sd 2, under sum-to-zero
+    assert fit.ssr == 0.0 and fit.infit == (None, None, None)
+
+
+def test_reliability_for_map_scores_tracks_r2_with_the_truth_where_the_classical_ssr_reads_low():
+    comps = _simulate(TRUTH, 60, seed=2)  # 5 comparisons per essay
+    fit = bradley_terry.fit(list(TRUTH), comps)
+    r2 = float(np.corrcoef(list(TRUTH.values()), fit.scores)[0, 1]) ** 2
+    classical = bradley_terry.ssr_classic(fit.scores, fit.se)
+    print(f"r² {r2:.3f}, reliability {fit.ssr:.3f}, classical SSR {classical:.3f}")
+    assert abs(fit.ssr - r2) < abs(classical - r2)
+    half = bradley_terry.split_half(list(TRUTH), _simulate(TRUTH, 600, seed=2))
+    assert half is not None and 0.8 < half <= 1.0
+
+
+def test_an_essay_judged_at_random_is_flagged_as_misfitting():
+    rng = random.Random(11)
+    ids = list(TRUTH)
+    comps = []
+    for _ in range(1200):  # 100 comparisons per essay
+        a, b = rng.sample(ids, 2)
+        p = 0.5 if "e05" in (a, b) else 1 / (1 + math.exp(-(TRUTH[a] - TRUTH[b])))  # e05: a coin flip
+        comps.append(Comparison(a, b, Winner.ESSAY_A if rng.random() < p else Winner.ESSAY_B))
+    fit = bradley_terry.fit(ids, comps)
+    flags = dict(zip(ids, misfit_flags(fit.infit), strict=True))
+    infit = dict(zip(ids, fit.infit, strict=True))
+    print(f"infit of e05 {infit['e05']:.2f}; others {min(v for k, v in infit.items() if k != 'e05'):.2f}–"
+          f"{max(v for k, v in infit.items() if k != 'e05'):.2f}")
+    assert flags["e05"] and sum(flags.values()) <= 2
+    assert 0.7 < fit.judge_infit < 1.3  # one erratic essay among 24 barely moves the judge's own figure

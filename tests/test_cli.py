@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+from pathlib import Path
 
 import pytest
 
@@ -100,12 +103,16 @@ def test_a_bad_setting_is_refused_naming_the_variable(monkeypatch, capsys):
     assert capsys.readouterr().err.startswith("error: CJ_WORKERS:")
 
 
-def test_bench_pairing_prints_random_and_adaptive_for_each_size(capsys):
-    assert main(["bench", "pairing", "--students", "6", "--seeds", "2", "--json"]) == 0
+def test_bench_pairing_prints_each_section_it_is_asked_for(capsys):
+    assert main(["bench", "pairing", "--students", "6", "--seeds", "1", "--json",
+                 "--sections", "strategies", "stop", "misfit"]) == 0
     report = json.loads(capsys.readouterr().out)
-    rows = {(r["students"], r["strategy"]) for r in report["table"]}
-    assert rows == {(6, "random"), (6, "adaptive")}
-    assert all(r["seeds"] == 2 and r["essays"] == 18 for r in report["table"])
+    assert {(r["students"], r["strategy"]) for r in report["strategies"]} == {(6, "random"), (6, "adaptive")}
+    assert {r["noise"] for r in report["stop"]} == {0.2, 0.5, 1.0}
+    assert {r["rule"] for r in report["stop"]} == {"before: change < 0.1", "after: reliability ≥ 0.85",
+                                                   "after: reliability ≥ 0.9"}
+    assert [r["per_essay"] for r in report["misfit"]] == [10, 20]
+    assert "calibration" not in report
 
 
 def test_submit_of_several_files_stores_all_queued_or_none(cli_env, tmp_path, capsys):
@@ -126,3 +133,49 @@ def test_submit_of_several_files_stores_all_queued_or_none(cli_env, tmp_path, ca
     for i in range(3):
         assert main(["status", f"multi-{i}", "--watch", "--json"]) == 0
         assert json.loads(capsys.readouterr().out)["state"] == "COMPLETED"
+
+
+def test_anchors_register_list_show_then_a_batch_on_the_ruler_and_its_export(cli_env, tmp_path, capsys):
+    """The README's ruler session, on the example files: register, list, show, submit, export."""
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    anchor_set = json.loads((examples / "eng5-anchor-set.json").read_text())
+    anchor_set.update(anchor_set_id="cli-ruler", max_comparisons=66)  # every anchor pair once: a quick calibration
+    path = tmp_path / "anchors.json"
+    path.write_text(json.dumps(anchor_set))
+    assert main(["anchors", "register", str(path), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["anchor_set_id"] == "cli-ruler" and len(shown["anchors"]) == 12
+    assert shown["boundaries"] == sorted(shown["boundaries"])
+    assert main(["anchors", "list", "--json"]) == 0
+    assert "cli-ruler" in {s["anchor_set_id"] for s in json.loads(capsys.readouterr().out)}
+    assert main(["anchors", "show", "cli-ruler", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == shown
+
+    batch = json.loads((examples / "eng5-ruler-batch.json").read_text())
+    batch.update(anchor_set_id="cli-ruler", essays=batch["essays"][:4], max_comparisons=30)
+    path.write_text(json.dumps(batch))
+    assert main(["submit", str(path), "--wait", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["anchor_set_id"] == "cli-ruler" and len(result["grade_projections"]) == 4
+    assert main(["export", result["batch_id"], "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert sum(r["record"] == "attempt" for r in rows) == result["counters"]["submitted"]
+    assert sum(r["record"] == "projection" for r in rows) == 4
+
+
+@pytest.mark.parametrize(("data", "field"), [
+    ({"anchor_set_id": "x", "anchors": []}, "anchors"),
+    ({"anchor_set_id": "bad id!", "anchors": []}, "anchor_set_id"),
+    ({"anchor_set_id": "x", "anchors": [{"anchor_ref_id": "a", "text": "t", "known_grade": "Z"}]},
+     "anchors[0].known_grade"),
+])
+def test_a_bad_anchor_set_file_is_refused_naming_the_field_before_any_connection(tmp_path, capsys, data, field):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    assert main(["anchors", "register", str(path)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {field}:")
+
+
+def test_export_of_an_unknown_batch_exits_2(cli_env, capsys):
+    assert main(["export", "no-such-batch"]) == 2
+    assert "not found" in capsys.readouterr().err

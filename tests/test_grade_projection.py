@@ -36,3 +36,23 @@ def test_inverted_anchor_means_are_pooled_so_bands_stay_ordered():
 
 def test_no_anchors_no_projections():
     assert project({"s": (0.0, 0.1)}, [], GRADE_SCALE) == []
+
+
+def test_the_outer_bands_are_bounded_so_a_score_just_past_the_top_cut_is_not_an_easy_a():
+    """Open, the A band took all the normal mass above its cut; bounded (as wide as the B band), a score
+    just above the cut is shared with B more evenly, a score far above is still A, and inner grades agree."""
+    just_above = {"x": (4.3, 0.6)}
+    (open_,) = project(just_above, ANCHORS, GRADE_SCALE, open_ends=True)
+    (bounded,) = project(just_above, ANCHORS, GRADE_SCALE)
+    assert open_.grade == bounded.grade == "A"
+    assert bounded.probabilities["A"] < open_.probabilities["A"]
+    (far,) = project({"far": (40.0, 0.2)}, ANCHORS, GRADE_SCALE)  # every band's mass underflows
+    assert far.grade == "A" and far.confidence == 1.0
+    inner = {"c": (0.9, 0.3)}
+    assert project(inner, ANCHORS, GRADE_SCALE)[0].probabilities == pytest.approx(
+        project(inner, ANCHORS, GRADE_SCALE, open_ends=True)[0].probabilities, abs=2e-3)
+
+
+def test_a_rulers_boundaries_are_used_when_given():
+    (p,) = project({"s": (0.5, 0.1)}, ANCHORS, GRADE_SCALE, bounds=(["F", "C", "A"], [-10.0, 10.0]))
+    assert p.grade == "C" and set(p.probabilities) == {"F", "C", "A"}
