@@ -66,6 +66,12 @@ def parse_anchor_set(data: Any) -> AnchorSetFile:
     return parse_model(AnchorSetFile, data, "anchor set")
 
 
+def in_use(anchor_set_id: str, batches: int) -> InvalidRequest:
+    """Re-registering a set that batches were graded against would move their scale: refused."""
+    return InvalidRequest("anchor_set_id", f"anchor set {anchor_set_id!r} is used by {batches} "
+                          f"batch{'es' if batches != 1 else ''}; register the new calibration under a new id")
+
+
 def calibration_request(anchor_set: AnchorSetFile, batch_id: str) -> BatchRequest:
     """The batch that calibrates a set: its anchors only, judged against each other, by default every pair
     (a batch never repeats a pair before all are used, nor goes past them), not stopped early by

@@ -121,8 +121,7 @@ class CJClient:
         anchor_set = rulers.parse_anchor_set(data)
         set_id = anchor_set.anchor_set_id
         if used := await self.rulers.used_by(set_id):  # before paying for a calibration that cannot be stored
-            raise InvalidRequest("anchor_set_id", f"anchor set {set_id!r} is used by {used} batches; register the "
-                                 "new calibration under a new id")
+            raise rulers.in_use(set_id, used)
         batch_id = await self.submit(rulers.calibration_request(anchor_set, f"ruler-{set_id}-{uuid.uuid4().hex[:8]}"))
         result = await self.wait(batch_id, timeout_s=timeout_s, progress=progress)
         if result.state is not BatchState.COMPLETED:

@@ -290,31 +290,30 @@ def cmd_anchors(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "register":
         init_ray(settings, local=False)
 
-    async def run() -> int:
+    async def run() -> Any:
         async with CJClient(settings) as client:
             if args.action == "register":
                 progress, update = _progress_printer(args.json)
                 with progress:
-                    shown = await client.register_anchor_set(data, timeout_s=args.timeout, progress=update)
-            elif args.action == "list":
-                rows = await client.rulers.list()
-                if args.json:
-                    print(json.dumps(rows, indent=2))
-                else:
-                    render.rows_table("anchor sets", rows)
-                return 0
-            else:
-                shown = await client.rulers.show(args.id)
-                if shown is None:
-                    raise InvalidRequest("ID", f"no anchor set {args.id!r} is registered")
-        if args.json:
-            print(json.dumps(shown, indent=2))
-        else:
-            render.kv_table(f"anchor set {shown['anchor_set_id']}", {k: v for k, v in shown.items() if k != "anchors"})
-            render.rows_table("anchors (calibrated, logits)", shown["anchors"])
-        return 0
+                    return await client.register_anchor_set(data, timeout_s=args.timeout, progress=update)
+            if args.action == "list":
+                return await client.rulers.list()
+            shown = await client.rulers.show(args.id)
+            if shown is None:
+                raise InvalidRequest("ID", f"no anchor set {args.id!r} is registered")
+            return shown
 
-    return asyncio.run(run())
+    # Ray's raylet warnings reach the driver's stdout; keep stdout for the one JSON document (`--json`).
+    with contextlib.redirect_stdout(sys.stderr):
+        out = asyncio.run(run())
+    if args.json:
+        print(json.dumps(out, indent=2))
+    elif args.action == "list":
+        render.rows_table("anchor sets", out)
+    else:
+        render.kv_table(f"anchor set {out['anchor_set_id']}", {k: v for k, v in out.items() if k != "anchors"})
+        render.rows_table("anchors (calibrated, logits)", out["anchors"])
+    return 0
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:

@@ -10,8 +10,7 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cjcore.errors import InvalidRequest
-from cjcore.rulers import AnchorSetFile, Ruler, RulerAnchor
+from cjcore.rulers import AnchorSetFile, Ruler, RulerAnchor, in_use
 from storage.outage import rides_out_outages
 from storage.schema import anchor_sets, anchors, batches
 
@@ -63,8 +62,7 @@ class RulerStore:
             used = (await conn.execute(select(func.count()).select_from(batches)
                                        .where(batches.c.anchor_set_id == set_id))).scalar_one()
             if used:
-                raise InvalidRequest("anchor_set_id", f"anchor set {set_id!r} is used by {used} batches; "
-                                     "register the new calibration under a new id")
+                raise in_use(set_id, used)
             await conn.execute(delete(anchor_sets).where(anchor_sets.c.anchor_set_id == set_id))
             await conn.execute(insert(anchor_sets).values(
                 anchor_set_id=set_id, assignment_id=anchor_set.assignment_id, course_code=anchor_set.course_code,
