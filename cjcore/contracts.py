@@ -7,6 +7,7 @@ the messages that cross between actors thousands of times a second.
 from __future__ import annotations
 
 import enum
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -69,6 +70,28 @@ class ErrorType(enum.StrEnum):
 # ---------------------------------------------------------------------------------------------------
 # Batch request (DESIGN §4.1)
 
+MAX_INSTRUCTIONS_CHARS = 20_000
+ALLOWED_CONTROLS = "\n\r\t"
+
+
+def _control_char(text: str) -> str | None:
+    """The first control character other than newline, carriage return and tab, if any (a NUL cannot even
+    be stored; the others have no place in an essay and can hide text from a reader)."""
+    return next((c for c in text if c not in ALLOWED_CONTROLS and unicodedata.category(c) == "Cc"), None)
+
+
+def no_control_chars(text: str) -> str:
+    if (c := _control_char(text)) is not None:
+        raise ValueError(f"contains the control character U+{ord(c):04X} (only newline, carriage return and "
+                         "tab are allowed)")
+    return text
+
+
+def clean_text(text: str, limit: int) -> str:
+    """Free text from outside (the model's justification, an error's details) as stored: control characters
+    dropped except newline and tab, cut to `limit` characters."""
+    return "".join(c for c in text if c in "\n\t" or unicodedata.category(c) != "Cc")[:limit]
+
 
 class Essay(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -84,7 +107,12 @@ class Essay(BaseModel):
     def _text_not_empty(cls, v: str | None) -> str | None:
         if v is not None and not v.strip():
             raise ValueError("must not be empty")
-        return v
+        return v if v is None else no_control_chars(v)
+
+    @field_validator("essay_id", "anchor_ref_id")
+    @classmethod
+    def _id_printable(cls, v: str | None) -> str | None:
+        return v if v is None else no_control_chars(v)
 
     @field_validator("known_grade")
     @classmethod
@@ -138,7 +166,9 @@ class BatchRequest(BaseModel):
     def _instructions_not_empty(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("must not be empty")
-        return v
+        if len(v) > MAX_INSTRUCTIONS_CHARS:
+            raise ValueError(f"at most {MAX_INSTRUCTIONS_CHARS:,} characters, got {len(v):,}")
+        return no_control_chars(v)
 
     @field_validator("essays")
     @classmethod
@@ -163,9 +193,23 @@ def _field_path(loc: tuple[Any, ...]) -> str:
 M = TypeVar("M", bound=BaseModel)
 
 
-def parse_batch_request(data: Any) -> BatchRequest:
-    """Validate a batch request; raise InvalidRequest naming the first offending field."""
-    return parse_model(BatchRequest, data, "request")
+def parse_batch_request(data: Any, max_essays: int | None = None, max_essay_chars: int | None = None) -> BatchRequest:
+    """Validate a batch request; raise InvalidRequest naming the first offending field. The size bounds are
+    the deployment's (CJ_MAX_ESSAYS_PER_BATCH, CJ_MAX_ESSAY_CHARS), checked before anything is stored."""
+    request = parse_model(BatchRequest, data, "request")
+    check_bounds(request, max_essays, max_essay_chars)
+    return request
+
+
+def check_bounds(request: BatchRequest, max_essays: int | None, max_essay_chars: int | None) -> None:
+    if max_essays is not None and len(request.essays) > max_essays:
+        raise InvalidRequest("essays", f"at most {max_essays:,} essays per batch (CJ_MAX_ESSAYS_PER_BATCH), "
+                             f"got {len(request.essays):,}")
+    if max_essay_chars is not None:
+        for i, e in enumerate(request.essays):
+            if e.text is not None and len(e.text) > max_essay_chars:
+                raise InvalidRequest(f"essays[{i}].text", f"at most {max_essay_chars:,} characters "
+                                     f"(CJ_MAX_ESSAY_CHARS), got {len(e.text):,}")
 
 
 def parse_model(model: type[M], data: Any, what: str) -> M:
@@ -247,7 +291,7 @@ class ComparisonResult:
             cid, bid = request_or_ids.correlation_id, request_or_ids.batch_id
         else:
             cid, bid = request_or_ids
-        return cls(cid, bid, Winner.ERROR, error_type=error_type, error_details=details[:500], **kw)
+        return cls(cid, bid, Winner.ERROR, error_type=error_type, error_details=clean_text(details, 500), **kw)
 
 
 @dataclass(slots=True, frozen=True)
@@ -362,7 +406,8 @@ class BatchResult(BaseModel):
 
 __all__ = [
     "GRADE_SCALE", "DEFAULT_INSTRUCTIONS", "BatchState", "TERMINAL_STATES", "Winner", "BudgetSource",
-    "ErrorType", "Essay", "LLMConfig", "BatchRequest", "parse_batch_request", "parse_model", "new_batch_id",
+    "ErrorType", "Essay", "LLMConfig", "BatchRequest", "parse_batch_request", "parse_model", "check_bounds",
+    "clean_text", "no_control_chars", "new_batch_id",
     "new_correlation_id", "denominator", "ComparisonRequest", "ComparisonResult", "PlannedPair",
     "Comparison", "Counters", "BatchResult", "CountersOut", "RankingEntry", "GradeProjectionOut",
     "ReliabilityOut", "PositionOut", "CostOut", "CompletionOut",

@@ -3,18 +3,23 @@
 Instructions go in a system block marked for prompt caching (the part every call of a batch repeats);
 the two essays go in the user turn between fixed tags; the verdict comes back through a forced tool
 call, so it is structured JSON rather than prose to be parsed.
+
+An essay is fenced: `&`, `<` and `>` in its text are escaped as XML entities, so an essay that quotes the
+tags (`</essay_a>…`) cannot end its own block or open another; `extract_essays` undoes it exactly.
 """
 
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 from dataclasses import dataclass
 from typing import Any
 
-from cjcore.contracts import ComparisonRequest, Winner
+from cjcore.contracts import ComparisonRequest, Winner, clean_text
 
 TOOL_NAME = "record_verdict"
+JUSTIFICATION_CHARS = 300
 ESSAY_A_OPEN, ESSAY_A_CLOSE = "<essay_a>\n", "\n</essay_a>"
 ESSAY_B_OPEN, ESSAY_B_CLOSE = "<essay_b>\n", "\n</essay_b>"
 
@@ -26,7 +31,7 @@ VERDICT_TOOL: dict[str, Any] = {
         "properties": {
             "winner": {"type": "string", "enum": ["A", "B"]},
             "confidence": {"type": "number", "minimum": 1, "maximum": 5},
-            "justification": {"type": "string", "maxLength": 300},
+            "justification": {"type": "string", "maxLength": JUSTIFICATION_CHARS},
         },
         "required": ["winner", "confidence", "justification"],
     },
@@ -44,10 +49,14 @@ class Verdict:
     justification: str
 
 
+def _fence(text: str) -> str:
+    return html.escape(text, quote=False)
+
+
 def user_turn(text_a: str, text_b: str) -> str:
     return (
         "Compare these two essays.\n\n"
-        f"{ESSAY_A_OPEN}{text_a}{ESSAY_A_CLOSE}\n\n{ESSAY_B_OPEN}{text_b}{ESSAY_B_CLOSE}\n\n"
+        f"{ESSAY_A_OPEN}{_fence(text_a)}{ESSAY_A_CLOSE}\n\n{ESSAY_B_OPEN}{_fence(text_b)}{ESSAY_B_CLOSE}\n\n"
         f"Call {TOOL_NAME} with your verdict."
     )
 
@@ -79,7 +88,7 @@ def extract_essays(user_text: str) -> tuple[str, str] | None:
         b1 = user_text.rindex(ESSAY_B_CLOSE)
     except ValueError:
         return None
-    return user_text[a0:a1], user_text[b0:b1]
+    return html.unescape(user_text[a0:a1]), html.unescape(user_text[b0:b1])
 
 
 def parse_verdict(content: list[Any]) -> Verdict:
@@ -103,6 +112,6 @@ def parse_verdict(content: list[Any]) -> Verdict:
             confidence = float(data.get("confidence", 3))
         except (TypeError, ValueError):
             raise MalformedVerdict("confidence is not a number") from None
-        justification = str(data.get("justification", ""))[:300]
+        justification = clean_text(str(data.get("justification", "")), JUSTIFICATION_CHARS)
         return Verdict(Winner.ESSAY_A if side == "A" else Winner.ESSAY_B, confidence, justification)
     raise MalformedVerdict("no tool_use block in the response")

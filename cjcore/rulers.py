@@ -15,7 +15,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from cjcore.contracts import DEFAULT_INSTRUCTIONS, GRADE_SCALE, BatchRequest, Essay, LLMConfig, parse_model
+from cjcore.contracts import (
+    DEFAULT_INSTRUCTIONS,
+    GRADE_SCALE,
+    MAX_INSTRUCTIONS_CHARS,
+    BatchRequest,
+    Essay,
+    LLMConfig,
+    no_control_chars,
+    parse_model,
+)
 from cjcore.errors import InvalidRequest
 
 SET_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$"
@@ -27,6 +36,11 @@ class AnchorIn(BaseModel):
     anchor_ref_id: str = Field(min_length=1, max_length=200)
     text: str = Field(min_length=1)
     known_grade: str
+
+    @field_validator("anchor_ref_id", "text")
+    @classmethod
+    def _printable(cls, v: str) -> str:
+        return no_control_chars(v)
 
     @field_validator("known_grade")
     @classmethod
@@ -44,7 +58,7 @@ class AnchorSetFile(BaseModel):
     anchor_set_id: str = Field(pattern=SET_ID_PATTERN)
     assignment_id: str | None = None
     course_code: str | None = None
-    instructions: str = DEFAULT_INSTRUCTIONS
+    instructions: str = Field(default=DEFAULT_INSTRUCTIONS, min_length=1, max_length=MAX_INSTRUCTIONS_CHARS)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     max_comparisons: int | None = Field(default=None, ge=1)  # calibration budget; default: every pair once
     anchors: list[AnchorIn]
@@ -64,6 +78,13 @@ class AnchorSetFile(BaseModel):
 
 def parse_anchor_set(data: Any) -> AnchorSetFile:
     return parse_model(AnchorSetFile, data, "anchor set")
+
+
+def check_anchor_bounds(anchor_set: AnchorSetFile, max_chars: int) -> None:
+    for i, a in enumerate(anchor_set.anchors):
+        if len(a.text) > max_chars:
+            raise InvalidRequest(f"anchors[{i}].text", f"at most {max_chars:,} characters (CJ_MAX_ESSAY_CHARS), "
+                                 f"got {len(a.text):,}")
 
 
 def in_use(anchor_set_id: str, batches: int) -> InvalidRequest:

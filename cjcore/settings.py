@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     batch_poll_max_s: float | None = Field(default=None, gt=0)
 
     # Batches
+    max_essays_per_batch: int = Field(default=2_000, ge=2)  # a larger request is refused naming `essays`
+    max_essay_chars: int = Field(default=60_000, ge=1)  # a longer essay is refused naming `essays[i].text`
     default_max_comparisons: int = Field(default=200, ge=1)  # budget when the request gives none
     completion_threshold_pct: float = Field(default=95.0, gt=0, le=100)
     score_stability_threshold: float = Field(default=0.1, gt=0)  # logits; see README "Completion"

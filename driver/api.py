@@ -28,6 +28,7 @@ from cjcore.contracts import (
     BatchState,
     BudgetSource,
     Counters,
+    check_bounds,
     new_batch_id,
     parse_batch_request,
 )
@@ -71,9 +72,11 @@ class CJClient:
     async def submit_many(self, data: Sequence[dict[str, Any] | BatchRequest]) -> list[str]:
         """Validate every request, then store them all QUEUED in one transaction (all or none) and wake
         the deployment's admission, which starts their coordinators as room allows."""
+        s = self.settings
         requests = [d if isinstance(d, BatchRequest) else parse_batch_request(d) for d in data]
         new = []
         for request in requests:
+            check_bounds(request, s.max_essays_per_batch, s.max_essay_chars)
             budget, source = budget_for(request, self.settings)
             threshold = request.completion_threshold_pct or self.settings.completion_threshold_pct
             ruler = await self._ruler_for(request)
@@ -119,6 +122,7 @@ class CJClient:
         """Calibrate an anchor set through the deployment (a batch of its anchors only, DESIGN §4.6) and
         store its anchors' scores and SEs and its grade boundaries. Nothing is stored unless it completes."""
         anchor_set = rulers.parse_anchor_set(data)
+        rulers.check_anchor_bounds(anchor_set, self.settings.max_essay_chars)
         set_id = anchor_set.anchor_set_id
         if used := await self.rulers.used_by(set_id):  # before paying for a calibration that cannot be stored
             raise rulers.in_use(set_id, used)

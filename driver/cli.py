@@ -151,15 +151,19 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if result.state is BatchState.COMPLETED else 1
 
 
-def _read_request(path: str, several: bool) -> BatchRequest:
+def _read_json(path: str) -> Any:
     try:
-        data = json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text())
     except OSError as exc:
         raise ConfigError(f"FILE: cannot read {path}: {exc.strerror}") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"FILE: {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+
+
+def _read_request(path: str, several: bool, settings: Settings) -> BatchRequest:
+    data = _read_json(path)
     try:
-        return parse_batch_request(data)
+        return parse_batch_request(data, settings.max_essays_per_batch, settings.max_essay_chars)
     except InvalidRequest as exc:
         if several:  # say which file
             raise InvalidRequest(exc.field, f"{str(exc).split(': ', 1)[-1]} (in {path})") from None
@@ -170,7 +174,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     from driver.api import CJClient
 
     # Every file is read and validated before any connection or storage: one bad request stores none.
-    requests = [_read_request(f, len(args.file) > 1) for f in args.file]
+    requests = [_read_request(f, len(args.file) > 1, settings) for f in args.file]
     settings = deployment_settings(settings)
     init_ray(settings, local=False)
     several = len(requests) > 1
@@ -269,23 +273,14 @@ def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(run())
 
 
-def _read_json(path: str) -> Any:
-    try:
-        return json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise ConfigError(f"FILE: cannot read {path}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"FILE: {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
-
-
 def cmd_anchors(args: argparse.Namespace, settings: Settings) -> int:
-    from cjcore.rulers import parse_anchor_set
+    from cjcore.rulers import check_anchor_bounds, parse_anchor_set
     from driver.api import CJClient
 
     data = None
     if args.action == "register":  # validated before any connection: a bad file stores nothing
         data = _read_json(args.file)
-        parse_anchor_set(data)
+        check_anchor_bounds(parse_anchor_set(data), settings.max_essay_chars)
     settings = deployment_settings(settings)
     if args.action == "register":
         init_ray(settings, local=False)

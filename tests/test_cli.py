@@ -37,6 +37,13 @@ BAD_FILES = [
      "essays[0].known_grade"),
     ({"essays": [{"essay_id": "x", "text": "a", "is_anchor": True, "known_grade": "A*"},
                  {"essay_id": "y", "text": "b"}]}, "essays[0].known_grade"),
+    # Bounds (DESIGN §4.1): sizes from CJ_MAX_ESSAYS_PER_BATCH / CJ_MAX_ESSAY_CHARS, control characters
+    ({"essays": essays(2_001)}, "essays"),
+    ({"essays": [{"essay_id": "x", "text": "w" * 60_001}, {"essay_id": "y", "text": "b"}]}, "essays[0].text"),
+    ({"essays": essays(2), "instructions": "i" * 20_001}, "instructions"),
+    ({"essays": [{"essay_id": "x", "text": "a"}, {"essay_id": "y", "text": "nul \u0000 inside"}]}, "essays[1].text"),
+    ({"essays": [{"essay_id": "x\u001b[2J", "text": "a"}, {"essay_id": "y", "text": "b"}]}, "essays[0].essay_id"),
+    ({"essays": essays(2), "instructions": "bell \u0007"}, "instructions"),
 ]
 
 
@@ -47,8 +54,20 @@ def test_bad_input_exits_2_naming_the_field_and_stores_nothing(cli_env, tmp_path
     path.write_text(json.dumps(data))
     assert main(["submit", str(path), "--wait"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"error: {field}: ")
+    assert len(err) == 1 and err[0].startswith(f"error: {field}: ") and len(err[0]) < 300  # no essay text echoed
     assert sql(cli_env, "SELECT count(*) FROM cj_batches")[0][0] == before
+
+
+def test_the_bounds_are_the_deployments_settings(cli_env, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CJ_MAX_ESSAYS_PER_BATCH", "3")
+    monkeypatch.setenv("CJ_MAX_ESSAY_CHARS", "40")
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps({"essays": essays(4, "bnd")}))
+    assert main(["submit", str(path)]) == 2
+    assert "error: essays: at most 3 essays per batch (CJ_MAX_ESSAYS_PER_BATCH), got 4" in capsys.readouterr().err
+    path.write_text(json.dumps({"essays": [{"essay_id": "a", "text": "x" * 41}, {"essay_id": "b", "text": "y"}]}))
+    assert main(["submit", str(path)]) == 2
+    assert "error: essays[0].text: at most 40 characters (CJ_MAX_ESSAY_CHARS), got 41" in capsys.readouterr().err
 
 
 def test_not_json_and_missing_file_are_refused(cli_env, tmp_path, capsys):
