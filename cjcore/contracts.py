@@ -161,6 +161,11 @@ class BatchRequest(BaseModel):
     target_reliability: float | None = Field(default=None, gt=0, le=1)
     essays: list[Essay]
 
+    @field_validator("assignment_id", "course_code", "language", "user_id")
+    @classmethod
+    def _printable(cls, v: str | None) -> str | None:
+        return v if v is None else no_control_chars(v)
+
     @field_validator("instructions")
     @classmethod
     def _instructions_not_empty(cls, v: str) -> str:

@@ -44,6 +44,7 @@ BAD_FILES = [
     ({"essays": [{"essay_id": "x", "text": "a"}, {"essay_id": "y", "text": "nul \u0000 inside"}]}, "essays[1].text"),
     ({"essays": [{"essay_id": "x\u001b[2J", "text": "a"}, {"essay_id": "y", "text": "b"}]}, "essays[0].essay_id"),
     ({"essays": essays(2), "instructions": "bell \u0007"}, "instructions"),
+    ({"essays": essays(2), "assignment_id": "a\u0000b"}, "assignment_id"),
 ]
 
 
@@ -152,6 +153,13 @@ def test_submit_of_several_files_stores_all_queued_or_none(cli_env, tmp_path, ca
     for i in range(3):
         assert main(["status", f"multi-{i}", "--watch", "--json"]) == 0
         assert json.loads(capsys.readouterr().out)["state"] == "COMPLETED"
+
+
+def test_the_example_batch_in_the_readme_is_valid_and_completes(cli_env, capsys):
+    example = Path(__file__).resolve().parent.parent / "examples" / "eng5-batch.json"
+    assert main(["submit", str(example), "--wait", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["state"] == "COMPLETED" and len(result["rankings"]) == 24 and len(result["grade_projections"]) == 12
 
 
 def test_anchors_register_list_show_then_a_batch_on_the_ruler_and_its_export(cli_env, tmp_path, capsys):
