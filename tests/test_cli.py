@@ -206,3 +206,41 @@ def test_a_bad_anchor_set_file_is_refused_naming_the_field_before_any_connection
 def test_export_of_an_unknown_batch_exits_2(cli_env, capsys):
     assert main(["export", "no-such-batch"]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_json_output_is_one_document_while_ray_prints_raylet_warnings(cli_env, tmp_path, capsys):
+    """Ray prints its raylet warnings (`(raylet) WARNING: N PYTHON worker processes…`) on the driver's stdout
+    from a background thread; with --json they must go to stderr. Provoked here through Ray's own channel
+    for them, published to every driver while the command runs."""
+    import threading
+
+    import ray
+    from ray._private.utils import publish_error_to_driver
+
+    from driver import cli
+
+    gcs = ray._private.worker.global_worker.gcs_client
+    stop = threading.Event()
+
+    def warn() -> None:
+        while cli._Document.out is None and not stop.is_set():  # the command has not started yet
+            stop.wait(0.01)
+        n = 0
+        while not stop.is_set():
+            n += 1
+            publish_error_to_driver("cj_test", f"WARNING: {n} PYTHON worker processes have been started "
+                                    "(provoked by the test)", gcs)
+            stop.wait(0.05)
+
+    path = tmp_path / "j.json"
+    path.write_text(json.dumps({"essays": essays(6, "json"), "max_comparisons": 15}))
+    thread = threading.Thread(target=warn, daemon=True)
+    thread.start()
+    try:
+        assert main(["submit", str(path), "--wait", "--json"]) == 0
+    finally:
+        stop.set()
+        thread.join()
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["state"] == "COMPLETED"  # the whole of stdout is one JSON document
+    assert "provoked by the test" in captured.err  # the warnings came, and went to stderr
