@@ -23,4 +23,4 @@ def ensure_coordinator(batch_id: str, settings: Settings) -> ray.actor.ActorHand
         lifetime="detached",
         get_if_exists=True,
         scheduling_strategy=SPREAD,
-    ).remote(batch_id, settings)
+    ).remote(batch_id, settings.for_actors())

@@ -22,6 +22,7 @@ def deploy(settings: Settings, *, services: bool = True) -> dict[str, ray.actor.
     from actors.scoring import ScoringActor
     from actors.supervisor import Supervisor
 
+    settings = settings.for_actors()  # no actor is given the API key (provider workers read it themselves)
     common = {"namespace": settings.ray_namespace, "lifetime": "detached", "get_if_exists": True}
     handles: dict[str, ray.actor.ActorHandle] = {}
     if services:

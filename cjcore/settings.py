@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     anthropic_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "CJ_ANTHROPIC_API_KEY")
     )
+    # A file holding the key, read by the provider workers on their own node (never sent through Ray).
+    anthropic_api_key_file: Path | None = None
+    # Set at validation where the key is known (the driver), so actors, which never get the key, know too.
+    real_provider: bool = False
 
     # Provider pool
     workers: int = Field(default=2, ge=1, le=256)
@@ -149,11 +153,32 @@ class Settings(BaseSettings):
 
     @property
     def uses_real_anthropic(self) -> bool:
-        return self.provider_base_url is None and self.anthropic_api_key is not None
+        return self.provider_base_url is None and (
+            self.real_provider or self.anthropic_api_key is not None or self.anthropic_api_key_file is not None)
+
+    def for_actors(self) -> Settings:
+        """What actors are given: everything but the key (Ray keeps constructor arguments in its GCS, and
+        only provider workers call the provider; they read the key where they run: `api_key_value`)."""
+        return self.model_copy(update={"anthropic_api_key": None, "real_provider": self.uses_real_anthropic})
 
     def api_key_value(self) -> str:
-        # The simulated server accepts any key; never log or store this value.
-        return self.anthropic_api_key.get_secret_value() if self.anthropic_api_key else "sk-sim-not-a-secret"
+        """The key, read where it is used: given in these settings (a driver), else the key file, else this
+        process's ANTHROPIC_API_KEY (a provider worker inherits its node's environment). The simulated server
+        accepts any key. Never log or store the value."""
+        if self.anthropic_api_key is not None:
+            return self.anthropic_api_key.get_secret_value()
+        if self.anthropic_api_key_file is not None:
+            try:
+                return self.anthropic_api_key_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"CJ_ANTHROPIC_API_KEY_FILE: cannot read {self.anthropic_api_key_file}: "
+                                  f"{exc.strerror}") from None
+        if key := os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("CJ_ANTHROPIC_API_KEY"):
+            return key
+        if self.uses_real_anthropic:
+            raise ConfigError("ANTHROPIC_API_KEY: not in this provider worker's environment and no "
+                              "CJ_ANTHROPIC_API_KEY_FILE; set one on every node that runs provider workers")
+        return "sk-sim-not-a-secret"
 
     def price_for(self, model: str) -> ModelPrice:
         return self.prices.get(model) or self.prices.get("claude-haiku-4-5") or DEFAULT_PRICES["claude-haiku-4-5"]

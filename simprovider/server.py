@@ -7,6 +7,7 @@ Rate limits are token buckets per minute with the real `anthropic-ratelimit-*` h
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import json
 import math
@@ -133,6 +134,7 @@ class SimProvider:
         self.admissions: list[tuple[float, int]] = []  # (monotonic time, input tokens charged) of each admitted
         self.request_shapes: Counter[tuple[str, int]] = Counter()  # (model, max_tokens) of each valid request
         self.correlation_ids: Counter[str] = Counter()  # from metadata.user_id "cj:<correlation id>:<sha>"
+        self.key_fingerprints: set[str] = set()  # sha256[:16] of each API key presented (never the key)
         self.stats: dict[str, Any] = {
             "requests": 0, "ok": 0, "rate_limited": 0, "overloaded": 0, "server_errors": 0, "malformed": 0,
             "timeouts": 0, "bad_requests": 0, "auth_errors": 0, "max_tokens": 0, "input_tokens": 0, "output_tokens": 0,
@@ -394,7 +396,10 @@ class SimProvider:
         }
 
     def _authorized(self, request: web.Request) -> bool:
-        return bool(request.headers.get("x-api-key") or request.headers.get("authorization"))
+        key = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
+        if key:
+            self.key_fingerprints.add(hashlib.sha256(key.encode()).hexdigest()[:16])
+        return bool(key)
 
     def _batch_api_fault(self) -> web.Response | None:
         """Every Message Batches endpoint call is counted; some are refused with 529 (`--batch-api-overload-rate`)."""
