@@ -33,6 +33,10 @@ class ScoringActor:
         metrics.observe("cj_bt_fit_seconds", time.perf_counter() - started)
         return result
 
+    async def restarted(self) -> bool:
+        """Whether this is a restarted incarnation (Ray restarts the actor after a crash or kill)."""
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+
     async def split_half(
         self, essay_ids: list[str], comparisons: list[Comparison], alpha: float,
         fixed: dict[str, tuple[float, float]] | None = None, seed: int = 0,

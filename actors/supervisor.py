@@ -51,9 +51,9 @@ class Supervisor:
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def deployment_settings(self) -> dict[str, object]:
-        """The deployment's settings without the API key: how a driver elsewhere in the cluster (or given
-        only the Ray address) finds the database and the provider."""
-        return self._settings.model_dump(mode="json", exclude={"anthropic_api_key"})
+        """The deployment's settings without secrets: how a driver elsewhere in the cluster (or given only the
+        Ray address) finds the database and the provider (with a database password, it brings CJ_DATABASE_URL)."""
+        return self._settings.public()
 
     async def run_once(self, max_processing_seconds: float | None = None) -> dict[str, int]:
         """One sweep; returns what it did. An operator (or a test) may pass a shorter expiry age. Each batch

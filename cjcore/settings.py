@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -156,6 +157,14 @@ class Settings(BaseSettings):
         return self.provider_base_url is None and (
             self.real_provider or self.anthropic_api_key is not None or self.anthropic_api_key_file is not None)
 
+    def public(self) -> dict[str, object]:
+        """As they may be written down (deployment.json) or published (the Supervisor): no API key, the
+        database password redacted."""
+        out = self.model_dump(mode="json", exclude={"anthropic_api_key"})
+        if self.database_url:
+            out["database_url"] = redacted(self.database_url)
+        return out
+
     def for_actors(self) -> Settings:
         """What actors are given: everything but the key (Ray keeps constructor arguments in its GCS, and
         only provider workers call the provider; they read the key where they run: `api_key_value`)."""
@@ -182,6 +191,14 @@ class Settings(BaseSettings):
 
     def price_for(self, model: str) -> ModelPrice:
         return self.prices.get(model) or self.prices.get("claude-haiku-4-5") or DEFAULT_PRICES["claude-haiku-4-5"]
+
+
+def redacted(url: str) -> str:
+    """The URL with any password hidden, for logs, messages and anything written down."""
+    parts = urlsplit(url)
+    if parts.password:
+        return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
+    return url
 
 
 def load_settings(**overrides: object) -> Settings:

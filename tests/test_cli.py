@@ -244,3 +244,25 @@ def test_json_output_is_one_document_while_ray_prints_raylet_warnings(cli_env, t
     captured = capsys.readouterr()
     assert json.loads(captured.out)["state"] == "COMPLETED"  # the whole of stdout is one JSON document
     assert "provoked by the test" in captured.err  # the warnings came, and went to stderr
+
+
+def test_up_uses_the_ray_of_the_running_interpreter_not_the_first_on_path(tmp_path, monkeypatch):
+    from cjcore.errors import ConfigError
+    from driver import runtime
+
+    venv = tmp_path / "venv" / "bin"
+    venv.mkdir(parents=True)
+    (venv / "ray").write_text("#!/bin/sh\n")
+    (venv / "ray").chmod(0o755)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "ray").write_text("#!/bin/sh\n")
+    (other / "ray").chmod(0o755)
+    monkeypatch.setenv("PATH", str(other))
+    monkeypatch.setattr(runtime.sys, "executable", str(venv / "python"))
+    assert runtime.ray_cli() == str(venv / "ray")
+    (venv / "ray").unlink()
+    assert runtime.ray_cli() == str(other / "ray")  # a Python without its own: the one on PATH
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match="no `ray` command"):
+        runtime.ray_cli()

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.helpers import processes_mentioning
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -25,3 +27,7 @@ def test_demo_prints_rankings_and_a_grade_for_every_student(tmp_path):
     assert {p["essay_id"] for p in result["grade_projections"]} == students
     assert all(p["grade"] in "FEDCBA" and 0 < p["confidence"] <= 1 for p in result["grade_projections"])
     assert (tmp_path / "cj" / "pgdata" / "PG_VERSION").exists()  # the per-user state directory
+    # The demo leaves nothing running (`up` is the command that keeps servers): no PostgreSQL on its data
+    # directory (PostgreSQL removes postmaster.pid when it stops).
+    assert not (tmp_path / "cj" / "pgdata" / "postmaster.pid").exists()
+    assert not processes_mentioning(str(tmp_path / "cj" / "pgdata"))

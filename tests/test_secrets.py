@@ -4,6 +4,7 @@ actors' logs are JSON lines carrying the actor's name and the batch and correlat
 from __future__ import annotations
 
 import json
+import secrets
 from pathlib import Path
 
 import ray
@@ -80,3 +81,24 @@ def test_no_actor_is_given_the_api_key_and_workers_read_it_from_their_key_file(d
     assert not [blob for blob in created if canary.encode() in blob]
     assert hashlib.sha256(file_key.encode()).hexdigest()[:16] in sim.key_fingerprints
     assert hashlib.sha256(canary.encode()).hexdigest()[:16] not in sim.key_fingerprints
+
+
+def test_the_deployment_file_holds_no_password_and_is_readable_by_its_owner_only(tmp_path, monkeypatch, capsys):
+    """`up` writes <state dir>/deployment.json for later commands: the database password stays out of it (a
+    command then asks for CJ_DATABASE_URL by name), and the file is 0600."""
+    import stat
+
+    from cjcore.settings import load_settings
+    from driver.cli import main
+    from driver.runtime import write_deployment
+
+    for var in ("CJ_DATABASE_URL", "CJ_RAY_ADDRESS"):
+        monkeypatch.delenv(var, raising=False)
+    secret = "pw-" + secrets.token_hex(6)
+    settings = load_settings(state_dir=tmp_path, database_url=f"postgresql://cj:{secret}@db.example:5432/cj")
+    path = write_deployment(settings, 0.0)
+    assert secret not in path.read_text() and "cj:***@db.example" in path.read_text()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    monkeypatch.setenv("CJ_STATE_DIR", str(tmp_path))
+    assert main(["status"]) == 2
+    assert capsys.readouterr().err.startswith("error: CJ_DATABASE_URL: the deployment's database URL has a password")
