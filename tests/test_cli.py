@@ -155,11 +155,19 @@ def test_submit_of_several_files_stores_all_queued_or_none(cli_env, tmp_path, ca
         assert json.loads(capsys.readouterr().out)["state"] == "COMPLETED"
 
 
-def test_the_example_batch_in_the_readme_is_valid_and_completes(cli_env, capsys):
+def test_the_example_batch_in_the_readme_is_accepted(cli_env, capsys):
+    """The README session's `submit examples/eng5-batch.json`: valid and stored (the same request runs end to
+    end as the demo, in test_demo); cancelled here so it costs the suite nothing."""
+    from cjcore.sample import eng5_request
+
     example = Path(__file__).resolve().parent.parent / "examples" / "eng5-batch.json"
-    assert main(["submit", str(example), "--wait", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result["state"] == "COMPLETED" and len(result["rankings"]) == 24 and len(result["grade_projections"]) == 12
+    assert json.loads(example.read_text()) == eng5_request()  # what the demo runs
+    assert main(["submit", str(example), "--json"]) == 0
+    accepted = json.loads(capsys.readouterr().out)
+    assert accepted["state"] == "QUEUED"
+    essays_stored = sql(cli_env, "SELECT count(*) FROM cj_essays WHERE batch_id = :b", b=accepted["batch_id"])
+    assert essays_stored[0][0] == 24
+    assert main(["cancel", accepted["batch_id"]]) == 0
 
 
 def test_anchors_register_list_show_then_a_batch_on_the_ruler_and_its_export(cli_env, tmp_path, capsys):

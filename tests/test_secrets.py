@@ -58,8 +58,8 @@ def test_no_actor_is_given_the_api_key_and_workers_read_it_from_their_key_file(d
     import hashlib
     import secrets
 
-    import cloudpickle
     from pydantic import SecretStr
+    from ray import cloudpickle  # Ray's own (no separate package is installed)
 
     from actors.activation import ensure_coordinator
 
