@@ -6,6 +6,7 @@ coordinator holds one), so numpy/choix/scipy are imported inside the actor, not 
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import ray
@@ -27,9 +28,10 @@ class ScoringActor:
         self, essay_ids: list[str], comparisons: list[Comparison], alpha: float,
         fixed: dict[str, tuple[float, float]] | None = None,
     ) -> BTFit:
-        # Async only so metrics can be flushed; a fit is milliseconds of numpy and runs to the end.
+        # In a thread, off the actor's event loop: a large batch's fit (a second at 1,000 essays) does not hold
+        # up the other batches' fits meanwhile (numpy's linear algebra releases the GIL).
         started = time.perf_counter()
-        result = self._bt.fit(essay_ids, comparisons, alpha, fixed)
+        result = await asyncio.to_thread(self._bt.fit, essay_ids, comparisons, alpha, fixed)
         metrics.observe("cj_bt_fit_seconds", time.perf_counter() - started)
         return result
 
@@ -41,5 +43,5 @@ class ScoringActor:
         self, essay_ids: list[str], comparisons: list[Comparison], alpha: float,
         fixed: dict[str, tuple[float, float]] | None = None, seed: int = 0,
     ) -> float | None:
-        """Once per batch, at the end: a few dozen fits of half the data."""
-        return self._bt.split_half(essay_ids, comparisons, alpha, fixed, seed=seed)
+        """Once per batch, at the end: up to 16 fits of half the data, in a thread like `fit`."""
+        return await asyncio.to_thread(self._bt.split_half, essay_ids, comparisons, alpha, fixed, seed=seed)

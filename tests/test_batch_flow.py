@@ -186,3 +186,21 @@ def test_an_essay_quoting_the_prompts_tags_is_judged_as_one_essay(stack, sim):
     result = run_batch(stack, {"essays": batch, "max_comparisons": 36, "completion_threshold_pct": 100})
     assert result.state is BatchState.COMPLETED
     assert result.rankings[0].essay_id == "inj00"
+
+
+def test_a_large_batchs_fit_does_not_hold_up_a_small_one(stack):
+    """The scoring actor fits in threads: a small batch's fit comes back while a large one's split-half
+    (seconds of numpy at 600 essays) is still running on the same actor."""
+    import random
+
+    from cjcore.contracts import Comparison, Winner
+
+    scorer = ray.get_actor(names.scoring(0), namespace=stack.ray_namespace)
+    rng = random.Random(4)
+    ids = [f"big{i}" for i in range(600)]
+    comps = [Comparison(*rng.sample(ids, 2), rng.choice([Winner.ESSAY_A, Winner.ESSAY_B])) for _ in range(3000)]
+    big = scorer.split_half.remote(ids, comps, 0.3)
+    small = scorer.fit.remote(["a", "b"], [Comparison("a", "b", Winner.ESSAY_A)], 0.3)
+    ready, _ = ray.wait([big, small], num_returns=1, timeout=120)
+    assert ready == [small]
+    assert ray.get(big) is not None
