@@ -105,9 +105,9 @@ def test_two_batches_on_one_ruler_place_the_same_essays_alike_and_a_used_ruler_i
     calibrated = {a["anchor_ref_id"]: a["score"] for a in shown["anchors"]}
 
     students = [e for e in eng5_request()["essays"] if not e.get("is_anchor")]
-    # 16 students a batch, 6 of the sample's in both: the other sample students plus essays of their own
-    first = students[:9] + essays(7, "r1-")
-    second = students[3:] + essays(7, "r2-")
+    # 12 students a batch, 6 of the sample's in both: the other sample students plus essays of their own
+    first = students[:9] + essays(3, "r1-")
+    second = students[3:] + essays(3, "r2-")
     base = {"assignment_id": "eng5-2026", "anchor_set_id": "eng5-ruler", "max_comparisons": 400,
             "completion_threshold_pct": 100, "target_reliability": 0.95}
     results = run_batches(stack, [{**base, "essays": first}, {**base, "essays": second}])

@@ -74,10 +74,10 @@ def test_no_actor_is_given_the_api_key_and_workers_read_it_from_their_key_file(d
         return original(self, args=args, kwargs=kwargs, **options)
 
     monkeypatch.setattr(ray.actor.ActorClass, "_remote", recording)
-    settings = deployment(anthropic_api_key=SecretStr(canary), anthropic_api_key_file=key_file)
+    settings = deployment(services=False, anthropic_api_key=SecretStr(canary), anthropic_api_key_file=key_file)
     result = run_batch(settings, {"essays": eng5_request()["essays"][:4], "max_comparisons": 6})
     ensure_coordinator(result.batch_id, settings)  # as `cancel` does from a driver (it exits: terminal)
-    assert len(created) >= 8  # limiter, metrics, workers, scorers, admission, Supervisor, outbox, coordinator
+    assert len(created) >= 6  # limiter, 2 workers, scorer, admission, coordinator
     assert not [blob for blob in created if canary.encode() in blob]
     assert hashlib.sha256(file_key.encode()).hexdigest()[:16] in sim.key_fingerprints
     assert hashlib.sha256(canary.encode()).hexdigest()[:16] not in sim.key_fingerprints
