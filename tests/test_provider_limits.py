@@ -64,8 +64,10 @@ def test_limits_learned_when_configured_2x_too_high_and_retry_after_honoured(dep
     print(f"\nconfigured {2 * real}/min, server {real}/min: {limited} × 429 of {sim.stats['requests']}, "
           f"all within {refusals[-1] - refusals[0] if refusals else 0:.2f}s")
     assert 0 < limited <= first_wave
-    # After the first 429s the pool waits out retry-after and follows the server: no more refusals.
-    assert not refusals or refusals[-1] - refusals[0] < 1.0
+    # After the first 429s the pool waits out retry-after and follows the server: no later wave of refusals.
+    # (The count above is the sharp check; the first wave's own 429s spread over up to ~1.2 s on a loaded
+    # 2-core machine, hence 2 s here, well short of a second wave after retry-after.)
+    assert not refusals or refusals[-1] - refusals[0] < 2.0
     rows = sql(settings, "SELECT count(*) FROM cj_comparison_pairs WHERE error_code = 'RATE_LIMIT' "
                          "AND http_status = 429 AND batch_id = ANY(:b)", b=[r.batch_id for r in results])
     assert rows[0][0] == limited  # each 429 lands as one RATE_LIMIT result
