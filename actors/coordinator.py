@@ -41,6 +41,7 @@ from cjcore.contracts import (
     Winner,
     denominator,
     new_correlation_id,
+    usable_pairs,
 )
 from cjcore.grade_projection import Anchor, project
 from cjcore.misfit import judge_fit, misfit_flags
@@ -95,6 +96,7 @@ class BatchCoordinator:
         )
         self._held = held_scores([(e.essay_id, e.anchor_ref_id, e.text) for e in snap.essays if e.is_anchor],
                                   self._ruler)
+        self._held_ids = frozenset(self._held)
         # Valid verdicts at the last scoring: a round counts as evidence only if it added enough of them.
         self._valid_at_fit = int(snap.metadata.get("completion", {}).get("valid_at_fit", 0))
         # Ending early (cancelled, or the provider out for CJ_PROVIDER_OUTAGE_S): (state, reason, error).
@@ -298,16 +300,14 @@ class BatchCoordinator:
         c = self._counters
         n = len(self._essays)
         iteration = c.iterations + 1
-        k = len(self._held)
-        unused = n * (n - 1) // 2 - k * (k - 1) // 2 - len(self._attempted)
+        unused = usable_pairs(n, len(self._held)) - len(self._attempted)
         size = pairing.round_size(n, self._settings.pairs_per_essay_per_round, c.total_budget - c.submitted, unused)
         rng = pairing.round_rng(self._request.pair_generation_seed, self.batch_id, iteration)
         ids = list(self._essays)
-        held = frozenset(self._held)
         planned = (
-            pairing.first_round(ids, size, rng, held)
+            pairing.first_round(ids, size, rng, self._held_ids)
             if not self._attempted
-            else pairing.next_round(ids, self._attempted, self._last_scores, self._last_ses, size, rng, held)
+            else pairing.next_round(ids, self._attempted, self._last_scores, self._last_ses, size, rng, self._held_ids)
         )
         rows = [Attempt(new_correlation_id(), p.essay_a_id, p.essay_b_id, 1) for p in planned]
         counters = await self._repo.insert_round(
@@ -376,7 +376,7 @@ class BatchCoordinator:
     def _fresh_pairs(self, k: int) -> list[PlannedPair]:
         rng = random.Random(f"{self.batch_id}:{self._counters.submitted}")
         return pairing.next_round(list(self._essays), self._attempted, self._last_scores, self._last_ses, k, rng,
-                                  frozenset(self._held))
+                                  self._held_ids)
 
     async def _dispatch(self, rows: list[Attempt]) -> None:
         llm = self._request.llm

@@ -242,10 +242,15 @@ def new_correlation_id() -> str:
     return str(uuid.uuid4())
 
 
+def usable_pairs(n_essays: int, held: int = 0) -> int:
+    """Distinct pairs a batch may make: all of them but those among a ruler's `held` anchors, which are never
+    compared with each other."""
+    return n_essays * (n_essays - 1) // 2 - held * (held - 1) // 2
+
+
 def denominator(total_budget: int, n_essays: int, held: int = 0) -> int:
-    """Completion denominator (invariant 3): the budget, or every distinct pair if that is fewer. A ruler's
-    `held` anchors are never compared with each other, so their pairs are not counted."""
-    return max(1, min(total_budget, n_essays * (n_essays - 1) // 2 - held * (held - 1) // 2))
+    """Completion denominator (invariant 3): the budget, or every usable pair if that is fewer."""
+    return max(1, min(total_budget, usable_pairs(n_essays, held)))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -413,7 +418,7 @@ __all__ = [
     "GRADE_SCALE", "DEFAULT_INSTRUCTIONS", "BatchState", "TERMINAL_STATES", "Winner", "BudgetSource",
     "ErrorType", "Essay", "LLMConfig", "BatchRequest", "parse_batch_request", "parse_model", "check_bounds",
     "clean_text", "no_control_chars", "new_batch_id",
-    "new_correlation_id", "denominator", "ComparisonRequest", "ComparisonResult", "PlannedPair",
+    "new_correlation_id", "denominator", "usable_pairs", "ComparisonRequest", "ComparisonResult", "PlannedPair",
     "Comparison", "Counters", "BatchResult", "CountersOut", "RankingEntry", "GradeProjectionOut",
     "ReliabilityOut", "PositionOut", "CostOut", "CompletionOut",
 ]

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from cjcore.contracts import PlannedPair
+from cjcore.contracts import PlannedPair, usable_pairs
 
 Key = frozenset[str]
 
@@ -57,9 +57,7 @@ def first_round(
 ) -> list[PlannedPair]:
     ids = list(essay_ids)
     n = len(ids)
-    k_held = len(held.intersection(ids))
-    total = n * (n - 1) // 2 - k_held * (k_held - 1) // 2
-    size = min(size, total)
+    size = min(size, usable_pairs(n, len(held.intersection(ids))))
     chosen: list[Key] = []
     seen: set[Key] = set()
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from cjcore import bradley_terry, pairing
 from cjcore.completion import Policy, decide
-from cjcore.contracts import GRADE_SCALE, Comparison, Counters, PlannedPair, Winner
+from cjcore.contracts import GRADE_SCALE, Comparison, Counters, PlannedPair, Winner, usable_pairs
 from cjcore.grade_projection import Anchor, Projection, boundaries, project
 from cjcore.misfit import misfit_flags
 from cjcore.sample import eng5_quality, eng5_request
@@ -102,7 +102,7 @@ class Batch:
         """After each round: the fit and the largest score change since the previous one."""
         n, held = len(self.ids), frozenset(self.fixed)
         attempted: Counter[pairing.Key] = Counter()
-        usable = n * (n - 1) // 2 - len(held) * (len(held) - 1) // 2
+        usable = usable_pairs(n, len(held))
         scores: dict[str, float] = {}
         ses: dict[str, float] = {}
         iteration = 0
@@ -339,7 +339,7 @@ def ruler(args: argparse.Namespace) -> list[dict[str, Any]]:
             placed: list[dict[int, tuple[dict[str, float], dict[str, float], dict[str, str]]]] = []
             for k, group in enumerate((pupils[:students], pupils[:shared] + pupils[students:])):
                 ids = sorted([*anchors, *group])
-                usable = len(ids) * (len(ids) - 1) // 2 - (len(fixed) * (len(fixed) - 1) // 2)
+                usable = usable_pairs(len(ids), len(fixed))
                 batch = Batch(ids, judge, "adaptive", 100 * seed + k, budget=usable, fixed=fixed)
                 reached, snaps = None, {}
                 for fit, _ in batch.rounds():
