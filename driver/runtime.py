@@ -94,10 +94,38 @@ def init_ray(settings: Settings, *, local: bool) -> None:
         ray.init(address="local", namespace=settings.ray_namespace, include_dashboard=False,
                  log_to_driver=False, configure_logging=False, logging_config=logging_config)
     else:
-        ray.init(address=settings.ray_address or "auto", namespace=settings.ray_namespace, log_to_driver=False,
-                 configure_logging=False, logging_config=logging_config)
+        enable_token_auth()
+        address = settings.ray_address or "auto"
+        try:
+            ray.init(address=address, namespace=settings.ray_namespace, log_to_driver=False,
+                     configure_logging=False, logging_config=logging_config)
+        except ConnectionError as exc:
+            raise ConfigError(f"CJ_RAY_ADDRESS: cannot join the Ray cluster at {address} ({exc}). A cluster with "
+                              f"token authentication needs its token here: RAY_AUTH_TOKEN=… or the head's "
+                              f"~/.ray/auth_token (`ray get-auth-token` on the head prints it)") from None
     if driver_handlers:  # the driver keeps the format it chose; the JSON config is for the actors
         logging.getLogger().handlers[:] = driver_handlers
+
+
+def enable_token_auth() -> bool:
+    """Turn Ray's token authentication on for this process (and the `ray` commands it starts) when
+    RAY_AUTH_MODE is unset and a token is at hand: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token.
+    That is the rule `ray start --head` follows (Ray 2.60), but a process joining by address sends the token
+    only in token mode: without this, joining such a head fails with "Failed to connect to Ray cluster".
+    RAY_AUTH_MODE=disabled opts out. Ray's own function, so its token sources stay Ray's."""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # a Ray without token authentication (before 2.52)
+        return False
+    quiet = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # its notice would repeat on every command
+    try:
+        return bool(maybe_enable_token_auth_if_token_available(warn_if_disabled=False))
+    finally:
+        quiet.setLevel(level)
 
 
 def ray_cli() -> str:
@@ -114,6 +142,7 @@ def ray_cli() -> str:
 
 def start_ray_head(dashboard_port: int = 8265) -> None:
     _node_env()
+    enable_token_auth()  # the head and this process agree (`ray start --head` applies the same rule)
     cmd = [ray_cli(), "start", "--head", "--disable-usage-stats", "--dashboard-host", "127.0.0.1",
            "--dashboard-port", str(dashboard_port), "--include-dashboard", "true"]
     done = subprocess.run(cmd, capture_output=True, text=True)

@@ -1,0 +1,78 @@
+"""Joining a Ray cluster as an operator does: a head started by `ray start --head` in another process on a
+machine with a Ray token (`~/.ray/auth_token`, so Ray turns token authentication on), then `up`, `submit`,
+`status` and `down` run against it by address, each a new process with RAY_AUTH_MODE unset."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from driver.runtime import ray_cli
+from tests.helpers import essays, processes_mentioning, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def token_head(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """A head with its own token in its own HOME; yields its address and the environment of a user there."""
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text(secrets.token_hex(32))
+    temp = tempfile.mkdtemp(prefix="cjray", dir="/tmp")  # Ray's socket paths must stay short
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "CJ_"))} | {"HOME": str(home)}
+    port = _free_port()
+    started = subprocess.run(
+        [ray_cli(), "start", "--head", f"--port={port}", f"--temp-dir={temp}", "--include-dashboard=false",
+         "--disable-usage-stats", "--num-cpus=2"], env=env, capture_output=True, text=True, timeout=120)
+    try:
+        assert started.returncode == 0, started.stderr[-2000:]
+        yield f"127.0.0.1:{port}", env
+    finally:
+        for pid in processes_mentioning(temp):  # this head only: `ray stop` would stop the session's Ray too
+            try:
+                os.kill(pid, signal.SIGKILL)  # as `ray stop --force` does (the GCS outlives a SIGTERM)
+            except ProcessLookupError:
+                pass
+        wait_until(lambda: not processes_mentioning(temp), timeout_s=60, what="the head's processes gone")
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.timeout(300)
+def test_up_submit_status_down_join_a_token_authenticated_head_by_address(token_head, pg_url, sim_server, tmp_path):
+    address, env = token_head
+    env |= {"CJ_DATABASE_URL": pg_url, "CJ_PROVIDER_BASE_URL": f"http://127.0.0.1:{sim_server.port}",
+            "CJ_STATE_DIR": str(tmp_path / "state"), "CJ_RAY_NAMESPACE": f"cj-join-{secrets.token_hex(3)}",
+            "CJ_WORKERS": "1", "CJ_SCORERS": "1", "CJ_METRICS_PORT": "0"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([sys.executable, "launch.py", *args, "--address", address], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, f"{args[0]}: {done.stderr[-2000:]}"
+        return done
+
+    batch = tmp_path / "batch.json"
+    batch.write_text(json.dumps({"essays": essays(5, "join"), "max_comparisons": 10}))
+    cli("up")
+    result = json.loads(cli("submit", str(batch), "--wait", "--json").stdout)
+    assert result["state"] == "COMPLETED" and result["counters"]["completed"] == 10
+    status = json.loads(cli("status", result["batch_id"], "--json").stdout)
+    assert status["state"] == "COMPLETED"
+    assert "landed" in cli("down").stdout
