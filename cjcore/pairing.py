@@ -100,30 +100,24 @@ def next_round(
     n = len(ids)
     if size <= 0 or n < 2:
         return []
-    # Vectorised over the n(n−1)/2 pairs: in pure Python this was most of a coordinator's work per round
+    # Vectorised over the candidate pairs: in pure Python this was most of a coordinator's work per round
     # for batches of a hundred essays and more (py-spy, `bench throughput`).
-    index = {e: i for i, e in enumerate(ids)}
-    counts = np.zeros((n, n), dtype=np.int64)
-    for key, c in attempted.items():
-        pair = [index.get(e) for e in key]
-        if len(pair) == 2 and None not in pair:
-            i, j = pair
-            counts[i, j] = counts[j, i] = c
-    rows, cols = np.triu_indices(n, 1)
+    draw = np.random.default_rng(rng.getrandbits(64))
+    score = np.array([scores.get(e, 0.0) for e in ids])
+    se = np.array([ses.get(e, 1.0) for e in ids])
+    rows, cols = _candidates(score, draw)
     if held:
         is_held = np.array([e in held for e in ids])
         allowed = ~(is_held[rows] & is_held[cols])
         rows, cols = rows[allowed], cols[allowed]
         if not len(rows):
             return []
-    tried = counts[rows, cols]
+    tried = _tried(ids, attempted, rows, cols)
     keep = tried == tried.min()
     rows, cols = rows[keep], cols[keep]
-    score = np.array([scores.get(e, 0.0) for e in ids])
-    se = np.array([ses.get(e, 1.0) for e in ids])
     p = 1.0 / (1.0 + np.exp(-(score[rows] - score[cols])))
     value = p * (1.0 - p) * (se[rows] ** 2 + se[cols] ** 2)
-    tiebreak = np.random.default_rng(rng.getrandbits(64)).random(len(rows))
+    tiebreak = draw.random(len(rows))
     order = np.lexsort((-tiebreak, -value))  # most informative first; ties in random order
     cap = max(2, math.ceil(2 * size / n) + 1)
     load = np.zeros(n, dtype=np.int64)
@@ -140,6 +134,52 @@ def next_round(
         taken = set(picked)
         picked += [int(k) for k in order if int(k) not in taken][: size - len(picked)]
     return [_orient(ids[rows[k]], ids[cols[k]], rng) for k in picked]
+
+
+# Candidate pairs for next_round: every pair while there are at most this many (n ≤ 316), else each essay's
+# NEIGHBOURS nearest in score on each side plus RANDOM_PARTNERS random others, ~n·(NEIGHBOURS + RANDOM)
+# pairs: memory and time grow with n, not n² (at 2,000 essays every pair would be 2 M, and an n×n count
+# matrix 32 MB; at 10,000, GBs). The most informative pairs (close scores) are among the neighbours; the
+# random partners keep distant essays linked.
+ALL_PAIRS_UP_TO = 50_000
+NEIGHBOURS = 10
+RANDOM_PARTNERS = 4
+
+
+def _candidates(score: np.ndarray, draw: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols), rows < cols, each pair once."""
+    n = len(score)
+    if n * (n - 1) // 2 <= ALL_PAIRS_UP_TO:
+        return np.triu_indices(n, 1)
+    by_score = np.argsort(score, kind="stable")
+    near = [(by_score[:-k], by_score[k:]) for k in range(1, NEIGHBOURS + 1)]
+    spread = np.repeat(np.arange(n), RANDOM_PARTNERS)
+    near.append((spread, draw.integers(0, n, len(spread))))
+    i, j = np.concatenate([p[0] for p in near]), np.concatenate([p[1] for p in near])
+    i, j = np.minimum(i, j), np.maximum(i, j)
+    codes = np.unique((i * n + j)[i != j])
+    return codes // n, codes % n
+
+
+def _tried(ids: Sequence[str], attempted: Mapping[Key, int], rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """How often each candidate pair has been attempted (0 for a pair never tried)."""
+    n = len(ids)
+    index = {e: i for i, e in enumerate(ids)}
+    codes, counts = [], []
+    for key, c in attempted.items():
+        pair = sorted(index.get(e, -1) for e in key)
+        if len(pair) == 2 and pair[0] >= 0:
+            codes.append(pair[0] * n + pair[1])
+            counts.append(c)
+    tried = np.zeros(len(rows), dtype=np.int64)
+    if codes:
+        order = np.argsort(codes)
+        known, known_counts = np.asarray(codes)[order], np.asarray(counts)[order]
+        want = rows * n + cols
+        at = np.clip(np.searchsorted(known, want), 0, len(known) - 1)
+        hit = known[at] == want
+        tried[hit] = known_counts[at[hit]]
+    return tried
 
 
 def attempt_counts(pairs: Iterable[tuple[str, str]]) -> Counter[Key]:

@@ -500,6 +500,12 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         report = run_pairing_bench(args)
         emit(json.dumps(report, indent=2) if args.json else format_table(report))
         return 0
+    if args.what == "fit":  # pure: no Ray, no database
+        from driver import fit_bench
+
+        report = fit_bench.run_fit_bench(args)
+        emit(json.dumps(report, indent=2) if args.json else fit_bench.format_table(report))
+        return 0
     settings = scratch_settings(settings)
     if throughput:
         from driver.throughput import run_throughput_bench
@@ -666,8 +672,8 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--json", action="store_true")
     lt.set_defaults(func=cmd_loadtest)
 
-    b = sub.add_parser("bench", help="performance figures: e2e (default), ratelimit, pairing or throughput")
-    b.add_argument("what", nargs="?", default="e2e", choices=["e2e", "ratelimit", "pairing", "throughput"])
+    b = sub.add_parser("bench", help="performance figures: e2e (default), ratelimit, pairing, fit or throughput")
+    b.add_argument("what", nargs="?", default="e2e", choices=["e2e", "ratelimit", "pairing", "fit", "throughput"])
     b.add_argument("--runs", type=int, default=3, help="e2e: timed runs after a warm-up")
     b.add_argument("--rpm", type=int, default=600, help="ratelimit: the server's requests/min")
     b.add_argument("--tpm", type=int, default=200_000, help="ratelimit: the server's input tokens/min")
@@ -687,6 +693,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--students", type=_positive_int("--students"), nargs="+", default=None,
                    help="students besides the 12 ENG5 anchors: pairing (24 48), throughput (138)")
     b.add_argument("--seeds", type=_positive_int("--seeds"), default=10, help="pairing: seeds per strategy")
+    b.add_argument("--essays", type=_positive_int("--essays"), nargs="+", default=[500, 2000],
+                   help="fit: batch sizes")
+    b.add_argument("--per-essay", type=_positive_int("--per-essay"), default=10,
+                   help="fit: comparisons per essay")
     b.add_argument("--sections", nargs="+", default=None,
                    choices=["strategies", "stop", "reliability", "calibration", "misfit", "ruler"],
                    help="pairing: which tables (default all)")

@@ -140,3 +140,35 @@ def test_an_essay_judged_at_random_is_flagged_as_misfitting():
           f"{max(v for k, v in infit.items() if k != 'e05'):.2f}")
     assert flags["e05"] and sum(flags.values()) <= 2
     assert 0.7 < fit.judge_infit < 1.3  # one erratic essay among 24 barely moves the judge's own figure
+
+
+@pytest.mark.parametrize("held", [False, True], ids=["free", "anchors held"])
+def test_the_sparse_fit_is_the_map_and_its_ses_those_of_the_dense_inverse_hessian(held):
+    """The oracle written out densely: at the fit's optimum the log-posterior's gradient is zero, and the
+    SEs are sqrt(diag) of the inverse of the full Hessian (centred to sum-to-zero when nothing is held)."""
+    comps = _simulate(TRUTH, 150, seed=5, bias=0.4)
+    ids = list(TRUTH)
+    fixed = {ids[0]: (-2.0, 0.1), ids[-1]: (2.2, 0.2)} if held else None
+    fit = bradley_terry.fit(ids, comps, fixed=fixed)
+    n, alpha = len(ids), bradley_terry.DEFAULT_ALPHA
+    x = np.array([*fit.scores, fit.position_bias])  # free: the prior centres them, so these are the optimum
+    grad, hess = alpha * x, alpha * np.eye(n + 1)
+    for c in comps:
+        i, j = ids.index(c.essay_a_id), ids.index(c.essay_b_id)
+        p = 1 / (1 + math.exp(-(x[i] - x[j] + x[n])))
+        d = np.zeros(n + 1)
+        d[[i, j, n]] = 1, -1, 1
+        grad += (p - (c.winner is Winner.ESSAY_A)) * d
+        hess += p * (1 - p) * np.outer(d, d)
+    free = [k for k in range(n + 1) if not (fixed and k in (0, n - 1))]
+    assert np.max(np.abs(grad[free])) < 1e-8
+    cov = np.linalg.inv(hess[np.ix_(free, free)])
+    if held:
+        expected = np.sqrt(np.diag(cov))[:-1]
+        assert np.allclose(np.array(fit.se)[1:-1], expected, atol=1e-10)
+        assert (fit.se[0], fit.se[-1]) == (0.1, 0.2) and (fit.scores[0], fit.scores[-1]) == (-2.0, 2.2)
+    else:
+        centre = np.eye(n) - 1.0 / n
+        expected = np.sqrt(np.diag(centre @ cov[:n, :n] @ centre))
+        assert np.allclose(fit.se, expected, atol=1e-10)
+    assert math.isclose(fit.position_bias_se, math.sqrt(cov[-1, -1]), abs_tol=1e-10)
