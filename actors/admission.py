@@ -40,7 +40,7 @@ def resolve_max_live(settings: Settings) -> int:
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class Admission:
-    async def __init__(self, settings: Settings):
+    async def __init__(self, settings: Settings):  # type: ignore[misc]  # Ray awaits async constructors
         assert settings.database_url
         self._settings = settings
         metrics.configure(settings.ray_namespace)

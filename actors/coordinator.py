@@ -49,8 +49,10 @@ from cjcore.retry import NOT_JUDGED, TRANSIENT, Attempt, backoff_s, plan_retries
 from cjcore.rulers import Ruler, held_scores
 from cjcore.scores import BTFit, max_score_change, position_wins
 from cjcore.settings import Settings
+from storage.batch_writes import BatchWrites
 from storage.database import make_engine
-from storage.repository import EssayFit, Repository
+from storage.read_models import ReadModels
+from storage.records import EssayFit
 from storage.rulers import RulerStore
 
 log = logging.getLogger(__name__)
@@ -69,7 +71,7 @@ def _newer(a: Counters, b: Counters) -> Counters:
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
 class BatchCoordinator:
-    async def __init__(self, batch_id: str, settings: Settings):
+    async def __init__(self, batch_id: str, settings: Settings):  # type: ignore[misc]  # Ray awaits async constructors
         self.batch_id = batch_id
         self._log = logging.LoggerAdapter(log, {"batch_id": batch_id})  # a field on every JSON line
         self._settings = settings
@@ -78,8 +80,9 @@ class BatchCoordinator:
         assert settings.database_url, "the driver resolves the database URL before creating actors"
         # One connection kept per live batch (a second only while a result lands during a round's work):
         # a node's live batches are bounded by PostgreSQL's max_connections before memory.
-        self._repo = Repository(make_engine(settings.database_url, pool_size=1, max_overflow=1),
-                                settings.database_outage_s)
+        engine = make_engine(settings.database_url, pool_size=1, max_overflow=1)
+        self._repo = BatchWrites(engine, settings.database_outage_s)
+        self._reads = ReadModels(engine, settings.database_outage_s)
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
 
@@ -222,8 +225,8 @@ class BatchCoordinator:
         self._owed.clear()
         await self._repo.merge_metadata(self.batch_id, {"cancel_requested": True} if target is BatchState.CANCELLED
                                         else {"stopping": {"state": target.value, "reason": reason, "error": error}})
-        dropped = await asyncio.gather(*(w.drop_batch.remote(self.batch_id) for w in self._workers),
-                                       return_exceptions=True)
+        dropped: list[list[str] | BaseException] = await asyncio.gather(
+            *(w.drop_batch.remote(self.batch_id) for w in self._workers), return_exceptions=True)
         cids = [cid for part in dropped if isinstance(part, list) for cid in part]
         if cids:
             await self.record_results(
@@ -267,7 +270,7 @@ class BatchCoordinator:
         self._wake.set()
 
     async def _reload_state(self) -> None:
-        self._state, counters = await self._repo.state_of(self.batch_id)
+        self._state, counters = await self._reads.state_of(self.batch_id)
         self._counters = _newer(self._counters, counters)
         self._wake.set()
 

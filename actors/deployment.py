@@ -26,8 +26,10 @@ def deploy(settings: Settings, *, services: bool = True) -> dict[str, ray.actor.
     common = {"namespace": settings.ray_namespace, "lifetime": "detached", "get_if_exists": True}
     handles: dict[str, ray.actor.ActorHandle] = {}
     if services:
-        handles[names.METRICS] = MetricsServer.options(name=names.METRICS, **common).remote(settings)
-    handles[names.LIMITER] = RateLimiter.options(name=names.LIMITER, **common).remote(settings.limits())
+        handles[names.METRICS] = MetricsServer.options(  # type: ignore[attr-defined]
+            name=names.METRICS, **common).remote(settings)
+    handles[names.LIMITER] = RateLimiter.options(  # type: ignore[attr-defined]
+        name=names.LIMITER, **common).remote(settings.limits())
     ray.get(handles[names.LIMITER].__ray_ready__.remote())  # workers look it up in their constructors
     for i in range(settings.workers):
         handles[names.provider(i)] = ProviderWorker.options(
@@ -73,6 +75,7 @@ def shutdown(settings: Settings, drain_timeout_s: float) -> dict[str, int]:
         except ValueError:
             pass
     summary = {"dropped": 0, "in_call": 0, "undelivered": 0, "coordinators_stopped": 0}
+    report: dict[str, int]
     for report in ray.get([w.drain.remote(drain_timeout_s) for w in workers], timeout=drain_timeout_s + 30):
         for key in ("dropped", "in_call", "undelivered"):
             summary[key] += report[key]

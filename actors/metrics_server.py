@@ -22,20 +22,20 @@ from actors import names
 from cjcore.metrics_catalog import CATALOG, Metric
 from cjcore.settings import Settings
 from storage.database import make_engine
-from storage.repository import Repository
+from storage.metrics import MetricsQueries
 
 log = logging.getLogger(__name__)
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class MetricsServer:
-    async def __init__(self, settings: Settings):
+    async def __init__(self, settings: Settings):  # type: ignore[misc]  # Ray awaits async constructors
         assert settings.database_url
         from aiohttp import web
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self._settings = settings
-        self._repo = Repository(make_engine(settings.database_url, pool_size=1), settings.database_outage_s)
+        self._repo = MetricsQueries(make_engine(settings.database_url, pool_size=1), settings.database_outage_s)
         self._registry = CollectorRegistry()
         self._metrics: dict[str, Any] = {}
         for m in CATALOG:
@@ -83,7 +83,7 @@ class MetricsServer:
         self._db.snapshot = await self._repo.metrics_snapshot(self._settings.batch_idle_s)
         try:
             limiter = ray.get_actor(names.LIMITER, namespace=self._settings.ray_namespace)
-            stats = await asyncio.wait_for(limiter.stats.remote(), 2.0)
+            stats: dict[str, Any] = await asyncio.wait_for(limiter.stats.remote(), 2.0)
         except (ValueError, ray.exceptions.RayError, TimeoutError):
             return
         for pool in stats["pools"].values():  # one pool per key and model; show the tightest

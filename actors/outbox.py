@@ -19,7 +19,7 @@ import ray
 
 from cjcore.settings import Settings
 from storage.database import make_engine
-from storage.repository import Repository
+from storage.outbox import OutboxStore
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +33,12 @@ def backoff_s(attempts: int) -> float:
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class OutboxPublisher:
-    async def __init__(self, settings: Settings):
+    async def __init__(self, settings: Settings):  # type: ignore[misc]  # Ray awaits async constructors
         assert settings.database_url
         import httpx  # only this actor needs it
 
         self._settings = settings
-        self._repo = Repository(make_engine(settings.database_url, pool_size=2), settings.database_outage_s)
+        self._repo = OutboxStore(make_engine(settings.database_url, pool_size=2), settings.database_outage_s)
         self._url = settings.event_webhook_url
         self._http = httpx.AsyncClient(timeout=settings.webhook_timeout_s) if self._url else None
         self.counts: Counter[str] = Counter()

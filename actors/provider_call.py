@@ -130,7 +130,7 @@ def _from_message(req: ComparisonRequest, message: Any, price: ModelPrice, http_
     }
     spent = discount * cost_usd(price, tokens["input_tokens"], tokens["output_tokens"], tokens["cache_read_tokens"],
                                 tokens["cache_write_tokens"])
-    common = {"http_status": http_status, "provider_request_id": request_id, "cost_usd": spent,
+    common: dict[str, Any] = {"http_status": http_status, "provider_request_id": request_id, "cost_usd": spent,
               "latency_ms": latency_ms, **tokens}
     if _field(message, "stop_reason") == "max_tokens":  # a cut-off answer is surfaced, never parsed as a verdict
         return ComparisonResult.error(req, ErrorType.MAX_TOKENS, "stop_reason max_tokens", **common)
@@ -241,7 +241,7 @@ async def compare_batch(
     try:
         # Each comparison already holds its limiter grant: the create itself is not charged again.
         batch = await persist(lambda: client.messages.batches.create(
-            requests=[{"custom_id": r.correlation_id, "params": message_params(r)} for r in reqs]  # type: ignore[misc]
+            requests=[{"custom_id": r.correlation_id, "params": message_params(r)} for r in reqs]  # type: ignore[misc, typeddict-item]
         ), limited=False)
         batch_id, status = batch.id, batch.processing_status
         delay = poll_s

@@ -96,7 +96,7 @@ class ResultSender:
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
 class ProviderWorker:
-    async def __init__(self, index: int, settings: Settings):
+    async def __init__(self, index: int, settings: Settings):  # type: ignore[misc]  # Ray awaits async constructors
         self.index = index
         self._settings = settings
         metrics.configure(settings.ray_namespace)
@@ -279,7 +279,7 @@ class ProviderWorker:
 
     def _record_metrics(self, req: ComparisonRequest, result: ComparisonResult) -> None:
         who = {"provider": self._provider, "model": req.model}
-        metrics.inc("llm_provider_requests_total", **who,
+        metrics.inc("llm_provider_requests_total", 1.0, **who,
                     outcome="ok" if result.error_type is None else result.error_type.value)
         metrics.observe("llm_provider_latency_seconds", result.latency_ms / 1000.0, **who)
         if result.error_type is not None:
@@ -308,6 +308,7 @@ class ProviderWorker:
                 self._calls += 1
                 price = s.price_for(reqs[0].model)
                 if self._batches:
+                    assert s.batch_poll_s is not None and s.batch_poll_max_s is not None  # set by Settings
                     outcomes = await self._compare_batch(self._client, reqs, price, poll_s=s.batch_poll_s,
                                                          poll_max_s=s.batch_poll_max_s, outage_s=s.provider_outage_s,
                                                          api=self._batch_api(reqs))

@@ -18,7 +18,7 @@ from cjcore.scores import BTFit
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class ScoringActor:
-    async def __init__(self, namespace: str) -> None:
+    async def __init__(self, namespace: str):  # type: ignore[misc]  # Ray awaits async constructors
         from cjcore import bradley_terry
 
         self._bt = bradley_terry

@@ -31,7 +31,7 @@ from actors import metrics, names
 from actors.activation import ensure_coordinator
 from cjcore.settings import Settings
 from storage.database import make_engine
-from storage.repository import Repository
+from storage.supervision import SupervisionQueries
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +41,11 @@ BATCH_ACTION_TIMEOUT_S = 60.0  # one batch's nudge or expiry; past it that batch
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class Supervisor:
-    async def __init__(self, settings: Settings):
+    async def __init__(self, settings: Settings):  # type: ignore[misc]  # Ray awaits async constructors
         assert settings.database_url
         self._settings = settings
         metrics.configure(settings.ray_namespace)
-        self._repo = Repository(make_engine(settings.database_url, pool_size=2), settings.database_outage_s)
+        self._repo = SupervisionQueries(make_engine(settings.database_url, pool_size=2), settings.database_outage_s)
         self.actions: Counter[str] = Counter()
         self.last_run_at: float | None = None
         self._task = asyncio.get_running_loop().create_task(self._loop())
@@ -118,7 +118,8 @@ class Supervisor:
         workers = [ray.get_actor(names.provider(i), namespace=self._settings.ray_namespace)
                    for i in range(self._settings.workers)]
         try:
-            held = await asyncio.wait_for(asyncio.gather(*(w.held.remote(cids) for w in workers)), NUDGE_TIMEOUT_S)
+            held: list[list[str]] = await asyncio.wait_for(
+                asyncio.gather(*(w.held.remote(cids) for w in workers)), NUDGE_TIMEOUT_S)
         except (RayError, TimeoutError) as exc:
             log.warning("supervisor: the pool could not say what it holds (%s); no expiry this sweep",
                         type(exc).__name__)

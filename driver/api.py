@@ -35,8 +35,11 @@ from cjcore.contracts import (
 from cjcore.errors import BatchNotFound, BatchTimeout, CJError, DeploymentNotFound, InvalidRequest
 from cjcore.grade_projection import Anchor, boundaries
 from cjcore.settings import Settings
+from storage.batch_writes import BatchWrites
 from storage.database import make_engine
-from storage.repository import NewBatch, Repository
+from storage.metrics import MetricsQueries
+from storage.read_models import ReadModels
+from storage.records import NewBatch
 from storage.rulers import RulerStore
 
 Progress = Callable[[BatchState, Counters], None]
@@ -54,8 +57,11 @@ class CJClient:
         assert settings.database_url, "resolve the database first (driver.runtime.resolve_database)"
         self.settings = settings
         self._engine = make_engine(settings.database_url, pool_size=2)
-        self.repo = Repository(self._engine, settings.database_outage_s)
-        self.rulers = RulerStore(self._engine, settings.database_outage_s)
+        outage_s = settings.database_outage_s
+        self.writes = BatchWrites(self._engine, outage_s)  # creating, cancelling
+        self.reads = ReadModels(self._engine, outage_s)  # results, status, inspection
+        self.metrics = MetricsQueries(self._engine, outage_s)  # invariants, load reports
+        self.rulers = RulerStore(self._engine, outage_s)
 
     async def close(self) -> None:
         await self._engine.dispose()
@@ -87,7 +93,7 @@ class CJClient:
         if len(set(ids)) != len(ids):
             dup = next(i for i in ids if ids.count(i) > 1)
             raise InvalidRequest("batch_id", f"{dup!r} appears more than once in this submission")
-        await self.repo.create_batches(new, self.settings.ray_namespace, uuid.uuid4().hex)
+        await self.writes.create_batches(new, self.settings.ray_namespace, uuid.uuid4().hex)
         self._admission().wake.remote()  # fire and forget: admission also looks every few seconds
         return ids
 
@@ -147,10 +153,10 @@ class CJClient:
             ) from None
 
     async def status(self, batch_id: str) -> tuple[BatchState, Counters]:
-        return await self.repo.state_of(batch_id)
+        return await self.reads.state_of(batch_id)
 
     async def result(self, batch_id: str) -> BatchResult:
-        return await self.repo.result(batch_id)
+        return await self.reads.result(batch_id)
 
     async def wait(
         self, batch_id: str, timeout_s: float | None = None, progress: Progress | None = None,
@@ -160,12 +166,12 @@ class CJClient:
         same transaction as the terminal state), reporting progress from the database meanwhile."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
-            state, counters = await self.repo.state_of(batch_id)
+            state, counters = await self.reads.state_of(batch_id)
             if progress:
                 progress(state, counters)
-            event = await self.repo.terminal_event(batch_id) if state in TERMINAL_STATES else None
+            event = await self.reads.terminal_event(batch_id) if state in TERMINAL_STATES else None
             if event is not None:
-                result = await self.repo.result(batch_id)
+                result = await self.reads.result(batch_id)
                 result.extra["event"] = {"id": event["id"], "event_type": event["event_type"]}
                 return result
             if deadline is not None and time.monotonic() > deadline:
@@ -173,17 +179,17 @@ class CJClient:
             await asyncio.sleep(poll_s)
 
     async def cancel(self, batch_id: str) -> BatchState:
-        state, _ = await self.repo.state_of(batch_id)
+        state, _ = await self.reads.state_of(batch_id)
         if state in TERMINAL_STATES:
             return state
-        if state is BatchState.QUEUED and await self.repo.finalize(
+        if state is BatchState.QUEUED and await self.writes.finalize(
                 batch_id, BatchState.CANCELLED, "cancelled", only_from=BatchState.QUEUED) is not None:
             return BatchState.CANCELLED  # never admitted: nothing was sent
         coordinator = ensure_coordinator(batch_id, self.settings)
         return BatchState(await coordinator.cancel.remote())
 
     async def inspect(self, batch_id: str) -> dict[str, Any]:
-        report = await self.repo.inspect(batch_id)
+        report = await self.reads.inspect(batch_id)
         try:
             actor = ray.get_actor(names.coordinator(batch_id), namespace=self.settings.ray_namespace)
             report["coordinator"] = await asyncio.wait_for(actor.snapshot.remote(), 5)
@@ -193,13 +199,13 @@ class CJClient:
 
     async def health(self, batch_id: str | None = None) -> list[dict[str, Any]]:
         """Rows of cj_batch_health; a QUEUED batch also gets its place in the admission queue (1: next)."""
-        rows = await self.repo.health(batch_id)
+        rows = await self.reads.health(batch_id)
         if batch_id is not None and not rows:
             raise BatchNotFound(f"batch {batch_id!r} not found")
         if batch_id is not None and rows[0]["state"] != BatchState.QUEUED.value:
             rows[0]["queue_position"] = None
             return rows
-        queued = rows if batch_id is None else await self.repo.health()
+        queued = rows if batch_id is None else await self.reads.health()
         places = {q.batch_id: i + 1 for i, q in enumerate(admission.order(
             [admission.Queued(r["batch_id"], r["total_budget"], r["essays"], r["age_s"])
              for r in queued if r["state"] == BatchState.QUEUED.value], self.settings.admission_aging_per_s))}

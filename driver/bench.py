@@ -10,8 +10,6 @@ import statistics
 import time
 from typing import Any
 
-from sqlalchemy import text
-
 from cjcore.sample import eng5_request, eng5_truth
 from cjcore.settings import Settings
 from simprovider.server import SimConfig
@@ -22,13 +20,9 @@ async def _one(client: Any, request: dict[str, Any]) -> dict[str, float]:
     batch_id = await client.submit(request)
     result = await client.wait(batch_id, poll_s=0.02)
     wall = time.monotonic() - t0
-    async with client.repo.engine.connect() as conn:
-        lag = (await conn.execute(text(
-            "SELECT extract(epoch FROM b.finished_at - max(p.completed_at)) FROM cj_batches b "
-            "JOIN cj_comparison_pairs p USING (batch_id) WHERE b.batch_id = :b GROUP BY b.finished_at"
-        ), {"b": batch_id})).scalar_one()
+    lag = await client.metrics.finalize_lag(batch_id)
     done = result.counters.completed + result.counters.failed
-    return {"wall_s": wall, "comparisons": done, "per_s": done / wall, "finalize_lag_s": float(lag)}
+    return {"wall_s": wall, "comparisons": done, "per_s": done / wall, "finalize_lag_s": lag}
 
 
 def run_bench(args: argparse.Namespace, settings: Settings, local_stack: Any) -> dict[str, Any]:
@@ -166,7 +160,7 @@ def run_ratelimit_bench(args: argparse.Namespace, settings: Settings, local_stac
                 report["this_system_done_after_last_request_s"] = round(started + wall - sim.arrivals[-1], 2)
                 errors: dict[str, int] = {}
                 for b in ids:
-                    for code, n in (await client.repo.inspect(b))["errors_by_code"].items():
+                    for code, n in (await client.reads.inspect(b))["errors_by_code"].items():
                         errors[code] = errors.get(code, 0) + n
                 return wall, sum(r.counters.failed for r in results), errors
 

@@ -334,7 +334,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
     async def run() -> dict[str, Any]:
         async with CJClient(settings) as client:
-            attempts = await client.repo.attempts(args.id)
+            attempts = await client.reads.attempts(args.id)
             return export.document(await client.result(args.id), attempts)
 
     doc = asyncio.run(run())

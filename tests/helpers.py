@@ -15,8 +15,10 @@ from sqlalchemy import text
 from cjcore.contracts import BatchResult
 from cjcore.settings import Settings
 from driver.api import CJClient
+from storage.batch_writes import BatchWrites
 from storage.database import make_engine
-from storage.repository import Repository
+from storage.metrics import MetricsQueries
+from storage.read_models import ReadModels
 
 
 def processes_mentioning(text: str) -> list[int]:
@@ -56,10 +58,12 @@ def sql(settings: Settings, query: str, **params: Any) -> list[Any]:
 
 
 def repo_call(settings: Settings, method: str, *args: Any, **kw: Any) -> Any:
+    """One storage call by name, from whichever store has it (reads, invariant checks, writes)."""
     async def go() -> Any:
         engine = make_engine(settings.database_url or "", pool_size=1)
+        store = next(s(engine) for s in (ReadModels, MetricsQueries, BatchWrites) if hasattr(s, method))
         try:
-            return await getattr(Repository(engine), method)(*args, **kw)
+            return await getattr(store, method)(*args, **kw)
         finally:
             await engine.dispose()
 

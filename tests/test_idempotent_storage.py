@@ -13,9 +13,11 @@ import pytest
 from cjcore.contracts import BatchState, BudgetSource, ComparisonResult, Winner, parse_batch_request
 from cjcore.errors import BatchExists
 from cjcore.retry import Retry
+from storage.batch_writes import BatchWrites
 from storage.database import make_engine
+from storage.metrics import MetricsQueries
 from storage.queue import BatchQueue
-from storage.repository import NewBatch, Repository
+from storage.records import NewBatch
 from tests.helpers import essays
 
 
@@ -44,7 +46,7 @@ def test_every_write_repeated_after_a_lost_commit_reply_answers_what_was_committ
     async def go() -> None:
         real = make_engine(pg_url, pool_size=1)
         engine = LosesCommitReplies(real)
-        repo, queue = Repository(engine, outage_s=10), BatchQueue(engine, "cj-lost-replies", outage_s=10)  # type: ignore[arg-type]
+        repo, queue = BatchWrites(engine, outage_s=10), BatchQueue(engine, "cj-lost-replies", outage_s=10)  # type: ignore[arg-type]
         request = parse_batch_request({"batch_id": "lost-reply", "essays": essays(4, "lr"), "max_comparisons": 10})
         try:
             engine.lose = 1
@@ -74,7 +76,7 @@ def test_every_write_repeated_after_a_lost_commit_reply_answers_what_was_committ
             assert (await repo.record_results("lost-reply", flipped))[0] == set()
 
             assert engine.lost == 5
-            assert await repo.check_invariants("lost-reply") == []
+            assert await MetricsQueries(real).check_invariants("lost-reply") == []
             assert len(await repo.valid_comparisons("lost-reply")) == 2
         finally:
             await real.dispose()

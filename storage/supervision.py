@@ -1,0 +1,99 @@
+"""The Supervisor's queries: stuck work, idle and live batches, terminal batches missing their event."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select, text
+
+from storage.outage import rides_out_outages
+from storage.records import (
+    Store,
+)
+from storage.schema import (
+    NOT_LIVE,
+    batch_states,
+    batches,
+    of_deployment,
+)
+
+
+@rides_out_outages
+class SupervisionQueries(Store):
+    """What the Supervisor sweeps."""
+
+    async def stuck_pairs(self, older_than_s: float, namespace: str) -> dict[str, list[str]]:
+        """Correlation ids of the deployment's batches without a result for longer than `older_than_s`."""
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT p.batch_id, p.correlation_id FROM cj_comparison_pairs p JOIN cj_batches b "
+                        "USING (batch_id) WHERE p.winner IS NULL AND coalesce(b.ray_namespace, 'cj') = :ns "
+                        "AND p.created_at < now() - make_interval(secs => :s) ORDER BY p.id"
+                    ),
+                    {"s": older_than_s, "ns": namespace},
+                )
+            ).all()
+        out: dict[str, list[str]] = {}
+        for b, cid in rows:
+            out.setdefault(b, []).append(cid)
+        return out
+
+    async def idle_batch_ids(self, idle_s: float, namespace: str) -> list[str]:
+        """The deployment's admitted, non-terminal batches with no activity for `idle_s` seconds."""
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(batch_states.c.batch_id)
+                    .join(batches, batches.c.batch_id == batch_states.c.batch_id)
+                    .where(
+                        batch_states.c.state.not_in(NOT_LIVE),
+                        batch_states.c.last_activity_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, idle_s),
+                        of_deployment(namespace),
+                    )
+                )
+            ).all()
+        return [r[0] for r in rows]
+
+    async def active_batch_ids(self, namespace: str) -> list[str]:
+        """The deployment's admitted batches not yet terminal (each should have a coordinator)."""
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(batch_states.c.batch_id)
+                    .join(batches, batches.c.batch_id == batch_states.c.batch_id)
+                    .where(batch_states.c.state.not_in(NOT_LIVE),
+                           of_deployment(namespace))
+                )
+            ).all()
+        return [r[0] for r in rows]
+
+    async def repair_missing_events(self) -> list[str]:
+        """Terminal batches without their outbox event get it now (one statement; a batch that has any
+        event is left alone, so this never makes a second one). Returns the repaired batch ids."""
+        async with self.engine.begin() as conn:
+            rows = (
+                await conn.execute(
+                    text("""
+INSERT INTO cj_event_outbox (id, aggregate_id, event_type, payload)
+SELECT gen_random_uuid()::text, s.batch_id, 'cj.batch.' || lower(s.state::text),
+       jsonb_build_object('batch_id', s.batch_id, 'state', s.state::text,
+                          'completion_reason', s.completion_reason, 'repaired', true)
+  FROM cj_batch_states s
+ WHERE s.state IN ('COMPLETED', 'FAILED', 'CANCELLED')
+   AND NOT EXISTS (SELECT 1 FROM cj_event_outbox o WHERE o.aggregate_id = s.batch_id)
+RETURNING aggregate_id""")
+                )
+            ).all()
+        return [r[0] for r in rows]
+
+    async def completed_without_projections(self) -> list[str]:
+        """COMPLETED batches with anchors and students but no grade projections (seed 002's symptom)."""
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text("""
+SELECT batch_id FROM cj_batch_health
+ WHERE state = 'COMPLETED' AND anchors > 0 AND essays > anchors AND projections = 0""")
+                )
+            ).all()
+        return [r[0] for r in rows]
