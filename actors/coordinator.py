@@ -46,6 +46,7 @@ from cjcore.contracts import (
 from cjcore.grade_projection import Anchor, project
 from cjcore.misfit import judge_fit, misfit_flags
 from cjcore.retry import NOT_JUDGED, TRANSIENT, Attempt, backoff_s, plan_retries, should_retry
+from cjcore.retrying import retrying
 from cjcore.rulers import Ruler, held_scores
 from cjcore.scores import BTFit, max_score_change, position_wins
 from cjcore.settings import Settings
@@ -56,6 +57,10 @@ from storage.records import EssayFit
 from storage.rulers import RulerStore
 
 log = logging.getLogger(__name__)
+
+
+class _PoolAway(Exception):
+    """No provider worker took a share of a round (each dead or restarting): retried with backoff."""
 
 
 def _newer(a: Counters, b: Counters) -> Counters:
@@ -399,9 +404,7 @@ class BatchCoordinator:
             # A worker that is dead or restarting: hand its share to the next one, and go round the pool
             # with backoff while all are away. If none takes it in CJ_RESULT_DELIVERY_TIMEOUT_S, the rows
             # stay without a result and the Supervisor's expiry retries them (invariant 7).
-            deadline = time.monotonic() + self._settings.result_delivery_timeout_s
-            delay = 0.1
-            while True:
+            async def round_the_pool() -> None:
                 for step in range(k):
                     worker = self._workers[(i + offset + step) % k]
                     try:
@@ -410,12 +413,16 @@ class BatchCoordinator:
                     except RayError as exc:
                         self._log.warning("batch %s: worker unavailable for %d requests (%s); trying the next",
                                           self.batch_id, len(part), type(exc).__name__)
-                if time.monotonic() > deadline:
-                    self._log.error("batch %s: no worker took %d requests; the Supervisor will expire and retry them",
-                                    self.batch_id, len(part))
-                    return
-                await asyncio.sleep(delay)
-                delay = min(2 * delay, 2.0)
+                raise _PoolAway
+
+            try:
+                async for attempt in retrying(lambda exc: isinstance(exc, _PoolAway),
+                                              within_s=self._settings.result_delivery_timeout_s):
+                    with attempt:
+                        await round_the_pool()
+            except _PoolAway:
+                self._log.error("batch %s: no worker took %d requests; the Supervisor will expire and retry them",
+                                self.batch_id, len(part))
 
         await asyncio.gather(*(send(i, requests[i::k]) for i in range(k) if requests[i::k]))
 

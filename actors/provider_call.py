@@ -25,6 +25,7 @@ from cjcore.contracts import ComparisonRequest, ComparisonResult, ErrorType
 from cjcore.prompt import MalformedVerdict, message_params, parse_verdict
 from cjcore.rate_limit import TOOL_USE_OVERHEAD_TOKENS, estimate_tokens
 from cjcore.retry import TRANSIENT
+from cjcore.retrying import retrying
 from cjcore.settings import ModelPrice
 
 
@@ -186,11 +187,19 @@ UNLIMITED = BatchApi(_free_permit, _ignore, _ignore)  # tests of the provider ca
 
 
 class _GaveUp(Exception):
-    """A Message Batch call failed transiently for longer than the outage limit."""
+    """A Message Batch call failed permanently, or transiently for longer than the outage limit."""
 
     def __init__(self, kind: ErrorType, details: str, ids: dict[str, Any]):
         super().__init__(details)
         self.kind, self.details, self.ids = kind, details, ids
+
+
+class _Transient(_GaveUp):
+    """A transient failure, retried after `retry_after` seconds when the provider names them."""
+
+    def __init__(self, kind: ErrorType, details: str, ids: dict[str, Any], retry_after: float | None):
+        super().__init__(kind, details, ids)
+        self.retry_after = retry_after
 
 
 async def _persist(call: Callable[[], Awaitable[Any]], api: BatchApi, *, outage_s: float, max_delay_s: float,
@@ -198,29 +207,32 @@ async def _persist(call: Callable[[], Awaitable[Any]], api: BatchApi, *, outage_
     """One call of the Message Batches API, retried through transient failures (429, 529, 5xx, timeouts,
     lost connections) with backoff that honours `retry-after`, until it answers or has failed for `outage_s`
     (then _GaveUp); a permanent failure (400, 401, 404…) is raised as _GaveUp at once."""
-    failing_since: float | None = None
-    delay = 0.5
-    while True:
-        grant = await api.permit() if limited else None
-        try:
-            answer = await call()
-        except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
-            kind, details, ids = _failure(exc)
-            headers = _ratelimit_headers(exc.response.headers) if isinstance(exc, anthropic.APIStatusError) else {}
-            retry_after = _retry_after(headers)
-            if limited:
-                await api.refused(grant, headers, retry_after) if kind in (ErrorType.RATE_LIMIT, ErrorType.OVERLOADED) \
-                    else await api.answered(grant)
-            now = time.monotonic()
-            failing_since = failing_since or now
-            if kind not in TRANSIENT or now - failing_since >= outage_s:
-                raise _GaveUp(kind, details, ids) from None
-            await asyncio.sleep(retry_after if retry_after is not None else delay)
-            delay = min(max_delay_s, delay * 2)
-            continue
-        if limited:
-            await api.answered(grant)
-        return answer
+    def transient(exc: Exception) -> bool | float:
+        return (exc.retry_after if exc.retry_after is not None else True) if isinstance(exc, _Transient) else False
+
+    try:
+        async for attempt in retrying(transient, within_s=outage_s, first_s=0.5, max_s=max_delay_s):
+            with attempt:
+                grant = await api.permit() if limited else None
+                try:
+                    answer = await call()
+                except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
+                    kind, details, ids = _failure(exc)
+                    headers = _ratelimit_headers(exc.response.headers) if isinstance(exc, anthropic.APIStatusError) \
+                        else {}
+                    retry_after = _retry_after(headers)
+                    if limited:
+                        await api.refused(grant, headers, retry_after) \
+                            if kind in (ErrorType.RATE_LIMIT, ErrorType.OVERLOADED) else await api.answered(grant)
+                    if kind not in TRANSIENT:
+                        raise _GaveUp(kind, details, ids) from None
+                    raise _Transient(kind, details, ids, retry_after) from None
+                if limited:
+                    await api.answered(grant)
+                return answer
+    except _Transient as exc:  # failing for outage_s: given up like a permanent failure
+        raise _GaveUp(exc.kind, exc.details, exc.ids) from None
+    raise AssertionError("unreachable: stamina retries until the call returns or raises")
 
 
 async def compare_batch(

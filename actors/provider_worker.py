@@ -19,7 +19,7 @@ import contextlib
 import hashlib
 import json
 import logging
-import time
+import random
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +30,7 @@ from ray.exceptions import RayError
 from actors import metrics, names
 from cjcore.contracts import ComparisonRequest, ComparisonResult
 from cjcore.rate_limit import acquire_depth
+from cjcore.retrying import retrying
 from cjcore.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,29 +70,25 @@ class ResultSender:
             self._done([])
 
     async def _deliver(self, batch_id: str, results: list[ComparisonResult]) -> None:
-        deadline = time.monotonic() + self._timeout_s
-        delay = 0.05
-        while True:
-            try:
-                handle = self._handles.get(batch_id)
-                if handle is None:
-                    handle = ray.get_actor(names.coordinator(batch_id), namespace=self._namespace)
-                    self._handles[batch_id] = handle
-                await handle.record_results.remote(results)
-                self.delivered += len(results)
-                self._done([r.correlation_id for r in results])
-                return
-            except (RayError, ValueError) as exc:  # ValueError: no actor of that name (yet, or any more)
-                self._handles.pop(batch_id, None)
-                if time.monotonic() > deadline:
-                    # The rows stay without a result; the Supervisor expires them (invariant 7).
-                    self.dropped += len(results)
-                    self._done([r.correlation_id for r in results])
-                    log.warning("batch %s: gave up delivering %d results: %s", batch_id, len(results),
-                                type(exc).__name__)
-                    return
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        def unavailable(exc: Exception) -> bool:  # ValueError: no actor of that name (yet, or any more)
+            self._handles.pop(batch_id, None)
+            return isinstance(exc, RayError | ValueError)
+
+        try:
+            async for attempt in retrying(unavailable, within_s=self._timeout_s, first_s=0.05):
+                with attempt:
+                    handle = self._handles.get(batch_id)
+                    if handle is None:
+                        handle = ray.get_actor(names.coordinator(batch_id), namespace=self._namespace)
+                        self._handles[batch_id] = handle
+                    await handle.record_results.remote(results)
+        except (RayError, ValueError) as exc:
+            # The rows stay without a result; the Supervisor expires them (invariant 7).
+            self.dropped += len(results)
+            log.warning("batch %s: gave up delivering %d results: %s", batch_id, len(results), type(exc).__name__)
+        else:
+            self.delivered += len(results)
+        self._done([r.correlation_id for r in results])
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
@@ -264,7 +261,7 @@ class ProviderWorker:
                 self._asking.release()
         except RayError as exc:  # the limiter is restarting: put the requests back and try again
             log.warning("rate limiter unavailable (%s); retrying", type(exc).__name__)
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(random.uniform(0.25, 0.75))  # jittered: every worker lost it at once
             for req in reversed(reqs):
                 self._queues.setdefault(req.batch_id, deque()).appendleft(req)
             self._release(len(reqs))

@@ -1,27 +1,26 @@
-"""Riding out a PostgreSQL restart: every repository call that fails because the connection is gone is
-retried with backoff until `outage_s` has passed (then DatabaseUnavailable).
+"""Riding out a PostgreSQL restart: every storage call that fails because the connection is gone is
+retried with jittered backoff (cjcore.retrying) until `outage_s` has passed (then DatabaseUnavailable).
 
 What counts as "gone": the socket refused or reset, SQLSTATE class 08 (connection exception) or 57P
 (admin shutdown, "cannot connect now" while the server starts), or SQLAlchemy marking the connection
 invalidated. The pool pre-pings on checkout, so a connection that died while idle is replaced, not
-failed. A retried call repeats a whole transaction; every write the repository makes is idempotent or
+failed. A retried call repeats a whole transaction; every write the stores make is idempotent or
 guarded by the state it expects, so a transaction whose commit was lost with the connection is not
 applied twice (the guard turns the repeat into a no-op, which the coordinator answers by reloading).
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import DBAPIError
 
 from cjcore.errors import DatabaseUnavailable
+from cjcore.retrying import retrying
 
 log = logging.getLogger(__name__)
 
@@ -46,21 +45,21 @@ def is_disconnect(exc: BaseException) -> bool:
 
 
 async def retry_while_down(call: Callable[[], Awaitable[T]], outage_s: float, what: str) -> T:
-    deadline: float | None = None
-    delay = 0.1
-    while True:
-        try:
-            return await call()
-        except Exception as exc:
-            if not is_disconnect(exc):
-                raise
-            now = time.monotonic()
-            deadline = deadline or now + outage_s
-            if now >= deadline:
-                raise DatabaseUnavailable(f"database unreachable for {outage_s:g}s ({what})") from exc
-            log.warning("database unreachable during %s (%s); retrying in %.1fs", what, type(exc).__name__, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+    def down(exc: Exception) -> bool:
+        if not is_disconnect(exc):
+            return False
+        log.warning("database unreachable during %s (%s); retrying", what, type(exc).__name__)
+        return True
+
+    try:
+        async for attempt in retrying(down, within_s=outage_s):
+            with attempt:
+                return await call()
+    except Exception as exc:
+        if is_disconnect(exc):
+            raise DatabaseUnavailable(f"database unreachable for {outage_s:g}s ({what})") from exc
+        raise
+    raise AssertionError("unreachable: stamina retries until the call returns or raises")
 
 
 def rides_out_outages(cls: type[T]) -> type[T]:
