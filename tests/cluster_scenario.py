@@ -16,6 +16,7 @@ from collections import Counter
 from typing import Any
 
 import ray
+from pydantic import SecretStr
 from ray.cluster_utils import Cluster
 from ray.util.state import list_actors
 
@@ -33,7 +34,7 @@ def _placement(address: str, namespace: str) -> dict[str, list[str]]:
     """Node id → names of this deployment's live actors there."""
     out: dict[str, list[str]] = {}
     for a in list_actors(address=address, filters=[("state", "=", "ALIVE")], limit=10_000):
-        if a.ray_namespace == namespace and a.name:
+        if a.ray_namespace == namespace and a.name and a.node_id:
             out.setdefault(a.node_id, []).append(a.name)
     return out
 
@@ -53,7 +54,7 @@ def main(pg_url: str) -> dict[str, Any]:
     workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
     settings = Settings(
-        database_url=pg_url, provider_base_url=base_url, anthropic_api_key="sk-cluster-test",
+        database_url=pg_url, provider_base_url=base_url, anthropic_api_key=SecretStr("sk-cluster-test"),
         ray_address=cluster.address, ray_namespace=f"cj-cluster-{secrets.token_hex(3)}",
         workers=3, scorers=2, metrics_port=0, provider_timeout_s=5, result_delivery_timeout_s=30,
         # Calls lost with the removed node are expired and retried within seconds, not minutes.

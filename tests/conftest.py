@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from cjcore.settings import Settings
 from simprovider.server import SimConfig, SimProvider
@@ -75,7 +76,7 @@ def stack(pg_url: str, sim_server: SimProvider, tmp_path_factory: pytest.TempPat
     settings = Settings(
         database_url=pg_url,
         provider_base_url=f"http://127.0.0.1:{sim_server.port}",
-        anthropic_api_key=TEST_API_KEY,
+        anthropic_api_key=SecretStr(TEST_API_KEY),
         state_dir=tmp_path_factory.mktemp("state"),
         workers=2,
         scorers=1,
