@@ -1,6 +1,7 @@
 """Joining a Ray cluster as an operator does: a head started by `ray start --head` in another process on a
 machine with a Ray token (`~/.ray/auth_token`, so Ray turns token authentication on), then `up`, `submit`,
-`status` and `down` run against it by address, each a new process with RAY_AUTH_MODE unset."""
+`status` and `down` run against it by address, each a new process with RAY_AUTH_MODE unset; and token mode
+turned on exactly when a token is at hand (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH), never against an opt-out."""
 
 from __future__ import annotations
 
@@ -76,3 +77,21 @@ def test_up_submit_status_down_join_a_token_authenticated_head_by_address(token_
     status = json.loads(cli("status", result["batch_id"], "--json").stdout)
     assert status["state"] == "COMPLETED"
     assert "landed" in cli("down").stdout
+
+
+@pytest.mark.parametrize(("env", "mode"), [
+    ({"RAY_AUTH_TOKEN": "t" * 32}, "token"),  # a token in the environment
+    ({"RAY_AUTH_TOKEN_PATH": "TOKENFILE"}, "token"),  # a token file named
+    ({}, None),  # no token at hand: Ray's default stays
+    ({"RAY_AUTH_TOKEN": "t" * 32, "RAY_AUTH_MODE": "disabled"}, "disabled"),  # the documented opt-out
+], ids=["RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "no token", "opted out"])
+def test_token_mode_is_turned_on_exactly_when_a_token_is_at_hand(tmp_path, env, mode):
+    (tmp_path / "token").write_text("f" * 32)
+    env = {k: v.replace("TOKENFILE", str(tmp_path / "token")) for k, v in env.items()}
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"HOME": str(tmp_path)}
+    probe = "import os; from driver.runtime import enable_token_auth; enable_token_auth(); " \
+            "print(os.environ.get('RAY_AUTH_MODE'))"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=base | env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == str(mode)
