@@ -225,13 +225,13 @@ def test_json_output_is_one_document_while_ray_prints_raylet_warnings(cli_env, t
     import ray
     from ray._private.utils import publish_error_to_driver
 
-    from driver import cli
+    from driver.output import Document
 
     gcs = ray._private.worker.global_worker.gcs_client
     stop = threading.Event()
 
     def warn() -> None:
-        while cli._Document.out is None and not stop.is_set():  # the command has not started yet
+        while Document.out is None and not stop.is_set():  # the command has not started yet
             stop.wait(0.01)
         n = 0
         while not stop.is_set():
