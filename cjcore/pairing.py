@@ -4,8 +4,9 @@
 part in a similar number of pairs. `next_round` prefers the unused pairs that are most informative for
 the current fit: close scores (largest p(1−p)) between uncertain essays (largest var of the difference),
 with a per-essay cap so a round spreads over the whole batch. A pair is not repeated until every pair
-has been tried (above ALL_PAIRS_UP_TO pairs: every candidate pair, see `_candidates`). Every pair's A/B order is a fair coin, so anchors (or any essay) sit in position A half
-of the time whatever the order of the input.
+has been tried (above ALL_PAIRS_UP_TO pairs: every candidate pair, see `_candidates`). Every pair's A/B
+order is a fair coin, so anchors (or any essay) sit in position A half of the time whatever the order of
+the input.
 
 `held` essays (a ruler's anchors, calibrated already) are never paired with each other: each of their pairs
 would only re-measure what the ruler holds fixed.
