@@ -41,8 +41,9 @@ def token_head(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "CJ_"))} | {"HOME": str(home)}
     port = _free_port()
     started = subprocess.run(
-        [ray_cli(), "start", "--head", f"--port={port}", f"--temp-dir={temp}", "--include-dashboard=false",
-         "--disable-usage-stats", "--num-cpus=2"], env=env, capture_output=True, text=True, timeout=120)
+        [ray_cli(), "start", "--head", f"--port={port}", f"--ray-client-server-port={_free_port()}",
+         f"--temp-dir={temp}", "--include-dashboard=false", "--disable-usage-stats", "--num-cpus=2"],
+        env=env, capture_output=True, text=True, timeout=120)
     try:
         assert started.returncode == 0, started.stderr[-2000:]
         yield f"127.0.0.1:{port}", env
