@@ -206,32 +206,30 @@ async def _persist(call: Callable[[], Awaitable[Any]], api: BatchApi, *, outage_
                    limited: bool = True) -> Any:
     """One call of the Message Batches API, retried through transient failures (429, 529, 5xx, timeouts,
     lost connections) with backoff that honours `retry-after`, until it answers or has failed for `outage_s`
-    (then _GaveUp); a permanent failure (400, 401, 404…) is raised as _GaveUp at once."""
+    (then the last failure, a _Transient, which is a _GaveUp); a permanent failure (400, 401, 404…) is raised
+    as _GaveUp at once."""
     def transient(exc: Exception) -> bool | float:
         return (exc.retry_after if exc.retry_after is not None else True) if isinstance(exc, _Transient) else False
 
-    try:
-        async for attempt in retrying(transient, within_s=outage_s, first_s=0.5, max_s=max_delay_s):
-            with attempt:
-                grant = await api.permit() if limited else None
-                try:
-                    answer = await call()
-                except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
-                    kind, details, ids = _failure(exc)
-                    headers = _ratelimit_headers(exc.response.headers) if isinstance(exc, anthropic.APIStatusError) \
-                        else {}
-                    retry_after = _retry_after(headers)
-                    if limited:
-                        await api.refused(grant, headers, retry_after) \
-                            if kind in (ErrorType.RATE_LIMIT, ErrorType.OVERLOADED) else await api.answered(grant)
-                    if kind not in TRANSIENT:
-                        raise _GaveUp(kind, details, ids) from None
-                    raise _Transient(kind, details, ids, retry_after) from None
+    async for attempt in retrying(transient, within_s=outage_s, first_s=0.5, max_s=max_delay_s):
+        with attempt:
+            grant = await api.permit() if limited else None
+            try:
+                answer = await call()
+            except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
+                kind, details, ids = _failure(exc)
+                headers = _ratelimit_headers(exc.response.headers) if isinstance(exc, anthropic.APIStatusError) \
+                    else {}
+                retry_after = _retry_after(headers)
                 if limited:
-                    await api.answered(grant)
-                return answer
-    except _Transient as exc:  # failing for outage_s: given up like a permanent failure
-        raise _GaveUp(exc.kind, exc.details, exc.ids) from None
+                    await api.refused(grant, headers, retry_after) \
+                        if kind in (ErrorType.RATE_LIMIT, ErrorType.OVERLOADED) else await api.answered(grant)
+                if kind not in TRANSIENT:
+                    raise _GaveUp(kind, details, ids) from None
+                raise _Transient(kind, details, ids, retry_after) from None
+            if limited:
+                await api.answered(grant)
+            return answer
     raise AssertionError("unreachable: stamina retries until the call returns or raises")
 
 
