@@ -24,6 +24,7 @@ import numpy as np
 
 from cjcore import bradley_terry
 from cjcore.contracts import Comparison, Winner
+from driver.pairing_bench import spearman
 
 
 def _comparisons(n: int, per_essay: int, seed: int) -> tuple[list[str], list[float], list[Comparison]]:
@@ -56,9 +57,8 @@ def _peak_mb(call: Callable[[], Any]) -> float:
         tracemalloc.stop()
 
 
-def _spearman(x: Any, y: Any) -> float:
-    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
-    return round(float(np.corrcoef(rx, ry)[0, 1]), 4)
+def _rho(scores: Any, truth: list[float]) -> float:
+    return round(spearman(list(scores), truth), 4)
 
 
 def run_fit_bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -85,8 +85,8 @@ def run_fit_bench(args: argparse.Namespace) -> dict[str, Any]:
             "ours_peak_mb": _peak_mb(ours_fit),
             "ours_scores_only_peak_mb": _peak_mb(scores_only),
             "choix_opt_peak_mb": _peak_mb(choix_opt),
-            "spearman_truth": {"ours": _spearman(ours.scores, truth), "choix_lsr": _spearman(lsr, truth),
-                               "choix_ilsr": _spearman(ilsr, truth), "choix_opt": _spearman(opt, truth)},
+            "spearman_truth": {"ours": _rho(ours.scores, truth), "choix_lsr": _rho(lsr, truth),
+                               "choix_ilsr": _rho(ilsr, truth), "choix_opt": _rho(opt, truth)},
             "max_abs_diff_vs_choix_opt": round(float(np.max(np.abs(np.asarray(ours.scores) - (opt - opt.mean())))), 4),
             "position_bias": round(ours.position_bias, 4), "reliability": round(ours.ssr, 4),
         })

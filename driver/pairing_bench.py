@@ -33,7 +33,7 @@ import numpy as np
 
 from cjcore import bradley_terry, pairing
 from cjcore.completion import Policy, decide
-from cjcore.contracts import GRADE_SCALE, Comparison, Counters, PlannedPair, Winner, usable_pairs
+from cjcore.contracts import GRADE_SCALE, Comparison, Counters, PlannedPair, Winner, denominator, usable_pairs
 from cjcore.grade_projection import Anchor, Projection, boundaries, project
 from cjcore.misfit import misfit_flags
 from cjcore.sample import eng5_quality, eng5_request
@@ -70,7 +70,7 @@ def _random_round(ids: list[str], attempted: Counter[pairing.Key], size: int, rn
     return [PlannedPair(a, b) if rng.random() < 0.5 else PlannedPair(b, a) for a, b in candidates[:size]]
 
 
-def _spearman(x: list[float], y: list[float]) -> float:
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
     return float(np.corrcoef(rx, ry)[0, 1])
 
@@ -144,7 +144,7 @@ def _accuracy(fit: BTFit, truth: dict[str, float], only: list[str] | None = None
     s = fit.score_of()
     keys = only or list(truth)
     r = float(np.corrcoef([truth[e] for e in keys], [s[e] for e in keys])[0, 1])
-    return _spearman([truth[e] for e in keys], [s[e] for e in keys]), r * r
+    return spearman([truth[e] for e in keys], [s[e] for e in keys]), r * r
 
 
 def _projections(fit: BTFit, anchors: dict[str, str], true_grade: dict[str, str], open_ends: bool = False,
@@ -184,7 +184,7 @@ def _legacy_stop(counters: Counters, n: int, change: float | None) -> str | None
     """The rule before: stable below 0.1 logits (whatever the round added), else 95% of every pair."""
     if change is not None and counters.completed > 0 and change < 0.1:
         return "stable"
-    if counters.completed >= 0.95 * min(counters.total_budget, n * (n - 1) // 2):
+    if counters.completed >= 0.95 * denominator(counters.total_budget, n):
         return "threshold"
     return "budget" if counters.submitted >= counters.total_budget else None
 
