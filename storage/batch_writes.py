@@ -30,7 +30,6 @@ from cjcore.contracts import (
 from cjcore.errors import BatchExists, BatchNotFound
 from cjcore.retry import NOT_JUDGED, Attempt, Retry
 from cjcore.state_machine import sources_of
-from storage.outage import rides_out_outages
 from storage.records import (
     COUNTER_COLS,
     BatchSnapshot,
@@ -111,7 +110,6 @@ SELECT (SELECT coalesce(array_agg(correlation_id), '{}')
 )
 
 
-@rides_out_outages
 class BatchWrites(Store):
     """What a coordinator (and the client, creating and cancelling) writes."""
 

@@ -15,7 +15,6 @@ from cjcore.contracts import (
     BudgetSource,
     denominator,
 )
-from storage.outage import rides_out_outages
 from storage.records import (
     Store,
 )
@@ -24,7 +23,6 @@ from storage.schema import (
 )
 
 
-@rides_out_outages
 class MetricsQueries(Store):
     """Read-only figures over many rows."""
 

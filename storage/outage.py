@@ -63,7 +63,8 @@ async def retry_while_down(call: Callable[[], Awaitable[T]], outage_s: float, wh
 
 
 def rides_out_outages(cls: type[T]) -> type[T]:
-    """Class decorator: wrap every public coroutine method in `retry_while_down(…, self.outage_s)`."""
+    """Wrap every public coroutine method a class defines in `retry_while_down(…, self.outage_s)` (every
+    storage.records.Store subclass gets this when it is defined)."""
     for name, method in list(vars(cls).items()):
         if name.startswith("_") or not inspect.iscoroutinefunction(method):
             continue

@@ -7,7 +7,6 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
-from storage.outage import rides_out_outages
 from storage.records import (
     Store,
 )
@@ -16,7 +15,6 @@ from storage.schema import (
 )
 
 
-@rides_out_outages
 class OutboxStore(Store):
     """What the outbox publisher reads and marks."""
 

@@ -11,16 +11,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cjcore.admission import Queued
 from cjcore.contracts import BatchState
-from storage.outage import rides_out_outages
+from storage.records import Store
 from storage.schema import NOT_LIVE, batch_states, batches, of_deployment
 
 
-@rides_out_outages
-class BatchQueue:
+class BatchQueue(Store):
     def __init__(self, engine: AsyncEngine, namespace: str, outage_s: float = 60.0):
-        self.engine = engine
+        super().__init__(engine, outage_s)
         self.namespace = namespace
-        self.outage_s = outage_s
 
     async def queued(self) -> list[Queued]:
         """Every QUEUED batch of this deployment, with what admission orders them by."""

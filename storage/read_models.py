@@ -23,7 +23,6 @@ from cjcore.contracts import (
     denominator,
 )
 from cjcore.errors import BatchNotFound
-from storage.outage import rides_out_outages
 from storage.records import (
     COUNTER_COLS,
     Store,
@@ -40,7 +39,6 @@ from storage.schema import (
 )
 
 
-@rides_out_outages
 class ReadModels(Store):
     """What clients and operators read; nothing here writes."""
 

@@ -13,16 +13,21 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cjcore.contracts import BatchRequest, BatchState, BudgetSource, Counters, ErrorType, Essay
 from cjcore.retry import Attempt
+from storage.outage import rides_out_outages
 from storage.schema import batch_states
 
 
 class Store:
-    """A store speaks SQL for one concern; every public coroutine of a subclass decorated with
-    `rides_out_outages` is retried while PostgreSQL is away, for up to `outage_s`."""
+    """A store speaks SQL for one concern. Every public coroutine a subclass defines is retried while
+    PostgreSQL is away, for up to `outage_s` (storage/outage.py): a store cannot forget to."""
 
     def __init__(self, engine: AsyncEngine, outage_s: float = 60.0):
         self.engine = engine
         self.outage_s = outage_s
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        rides_out_outages(cls)
 
 
 COUNTER_COLS = (

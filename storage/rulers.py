@@ -8,18 +8,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cjcore.rulers import AnchorSetFile, Ruler, RulerAnchor, in_use
-from storage.outage import rides_out_outages
+from storage.records import Store
 from storage.schema import anchor_sets, anchors, batches
 
 
-@rides_out_outages
-class RulerStore:
-    def __init__(self, engine: AsyncEngine, outage_s: float = 60.0):
-        self.engine = engine
-        self.outage_s = outage_s
+class RulerStore(Store):
+    """Anchor sets (rulers): registered, read, and whether batches use them."""
 
     async def get(self, anchor_set_id: str) -> Ruler | None:
         async with self.engine.connect() as conn:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from sqlalchemy import func, select, text
 
-from storage.outage import rides_out_outages
 from storage.records import (
     Store,
 )
@@ -16,7 +15,6 @@ from storage.schema import (
 )
 
 
-@rides_out_outages
 class SupervisionQueries(Store):
     """What the Supervisor sweeps."""
 
