@@ -1,4 +1,4 @@
-"""Getting or creating a batch's coordinator (`cj-batch-<id>`, detached, in the settings' namespace)."""
+"""Where a batch's messages go: its coordinator host (`cj-coordinators-<i>`, in the settings' namespace)."""
 
 from __future__ import annotations
 
@@ -7,20 +7,14 @@ import ray
 from actors import names
 from cjcore.settings import Settings
 
-# Coordinators, provider workers and scorers ask for no CPU, so Ray's default policy would keep them all
-# on the node that creates them; SPREAD puts them across the cluster's nodes (no node affinity).
+# Hosts, provider workers and scorers ask for no CPU, so Ray's default policy would keep them all on the node
+# that creates them; SPREAD puts them across the cluster's nodes (no node affinity).
 SPREAD = "SPREAD"
 
 
-def ensure_coordinator(batch_id: str, settings: Settings) -> ray.actor.ActorHandle:
-    """The batch's coordinator, created from the database if it is not running (idempotent: a named actor
-    got or created)."""
-    from actors.coordinator import BatchCoordinator
-
-    return BatchCoordinator.options(  # type: ignore[attr-defined]
-        name=names.coordinator(batch_id),
-        namespace=settings.ray_namespace,
-        lifetime="detached",
-        get_if_exists=True,
-        scheduling_strategy=SPREAD,
-    ).remote(batch_id, settings.for_actors())
+def host_for(batch_id: str, settings: Settings) -> ray.actor.ActorHandle:
+    """The coordinator host that holds (or will activate) the batch. `settings.coordinator_hosts` is the
+    deployment's count (resolved at `deploy`, given to every actor; a driver asks admission for it)."""
+    assert settings.coordinator_hosts, "the deployment's host count is resolved before routing"
+    return ray.get_actor(names.coordinator_host(names.host_index(batch_id, settings.coordinator_hosts)),
+                         namespace=settings.ray_namespace)

@@ -1,10 +1,12 @@
-"""Admission (`cj-admission`): starts coordinators for QUEUED batches, at most CJ_MAX_LIVE_BATCHES live and
-CJ_ADMISSION_START_CONCURRENCY starting at a time, in the order of `cjcore.admission.order`.
+"""Admission (`cj-admission`): puts QUEUED batches in progress on their coordinator hosts, at most
+CJ_MAX_LIVE_BATCHES at once (by default what a quarter of the cluster's memory holds) and, in Messages mode, only
+while the comparisons waiting for the provider are under CJ_ADMISSION_BACKLOG_S seconds of its rate limit
+(admission by work, cjcore/admission.py), in the order of `cjcore.admission.order`.
 
-It is woken when a batch is submitted and when a coordinator exits, and looks again every
-ADMISSION_POLL_S anyway (a wake-up lost with a restart costs at most that). It keeps no state of its own:
-the queue and the live count are read from PostgreSQL each pass, so a restart loses nothing; a batch
-admitted (INITIALIZING) whose coordinator was never created is re-created by the Supervisor's sweep.
+It is woken when a batch is submitted and when a batch ends, and looks again every ADMISSION_POLL_S anyway (a
+wake-up lost with a restart costs at most that). It keeps no state of its own: the queue, the batches in
+progress and their backlog are read from PostgreSQL each pass, so a restart loses nothing; a batch admitted
+(INITIALIZING) whose host never activated it is adopted by the Supervisor's sweep.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 
 import ray
 from ray.exceptions import RayError
 
 from actors import metrics
-from actors.activation import ensure_coordinator
+from actors.activation import host_for
 from cjcore import admission
 from cjcore.settings import Settings
 from storage.database import make_engine
@@ -27,15 +30,25 @@ from storage.queue import BatchQueue
 log = logging.getLogger(__name__)
 
 ADMISSION_POLL_S = 2.0
-START_TIMEOUT_S = 300.0  # a coordinator not up by then is left to the Supervisor (it still counts as live)
+START_TIMEOUT_S = 120.0  # an activation not done by then is left to the Supervisor (it still counts as live)
 
 
-def resolve_max_live(settings: Settings) -> int:
-    """CJ_MAX_LIVE_BATCHES, or the default from the cluster's CPUs and schedulable memory."""
+def resolve_max_live(settings: Settings) -> tuple[int, str]:
+    """CJ_MAX_LIVE_BATCHES, or the default from the cluster's schedulable memory; and why."""
     if settings.max_live_batches is not None:
-        return settings.max_live_batches
-    resources = ray.cluster_resources()
-    return admission.default_max_live(resources.get("CPU", 1.0), resources.get("memory", 2**30))
+        return settings.max_live_batches, "CJ_MAX_LIVE_BATCHES"
+    memory = ray.cluster_resources().get("memory", 2**30)
+    return admission.default_max_live(memory), (
+        f"a quarter of the cluster's {memory / 2**30:.1f} GiB schedulable memory at "
+        f"{admission.MEMORY_PER_LIVE_BATCH_BYTES / 2**20:g} MiB a batch")
+
+
+def backlog_target(settings: Settings) -> float | None:
+    """Comparisons waiting for the provider that keep it at its limit (None in Message Batches mode: those wait
+    at the provider, not at our rate limit)."""
+    if settings.provider_mode == "batches":
+        return None
+    return settings.requests_per_minute / 60 * settings.admission_backlog_s
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
@@ -46,21 +59,32 @@ class Admission:
         metrics.configure(settings.ray_namespace)
         self._queue = BatchQueue(make_engine(settings.database_url, pool_size=2), settings.ray_namespace,
                                  settings.database_outage_s)
-        self.max_live = resolve_max_live(settings)
+        self.max_live, self._why = resolve_max_live(settings)
+        self._target = backlog_target(settings)
         self._starting: set[str] = set()
         self._wake = asyncio.Event()
         self.admitted = 0
         self._task = asyncio.get_running_loop().create_task(self._loop())
-        log.info("admission: at most %d live batches, %d starting at a time", self.max_live,
-                 settings.admission_start_concurrency)
+        log.info("admission: at most %d batches in progress (%s); backlog target %s comparisons", self.max_live,
+                 self._why, "none" if self._target is None else f"{self._target:.0f}")
 
     async def wake(self) -> None:
-        """A batch was submitted, or a coordinator is leaving: look at the queue now."""
+        """A batch was submitted, or one ended: look at the queue now."""
         self._wake.set()
 
-    async def stats(self) -> dict[str, int]:
-        return {"max_live": self.max_live, "live": await self._queue.live(), "starting": len(self._starting),
-                "queued": len(await self._queue.queued()), "admitted": self.admitted}
+    async def hosts(self) -> int:
+        """The deployment's coordinator host count (a driver routes a batch's messages with it)."""
+        assert self._settings.coordinator_hosts
+        return self._settings.coordinator_hosts
+
+    async def stats(self) -> dict[str, Any]:
+        s = self._settings
+        return {"max_live": self.max_live, "max_live_why": self._why, "live": await self._queue.live(),
+                "starting": len(self._starting), "queued": len(await self._queue.queued()),
+                "admitted": self.admitted, "backlog": await self._queue.backlog(s.pairs_per_essay_per_round),
+                "backlog_target": None if self._target is None else round(self._target),
+                "backlog_why": "Message Batches: memory only" if self._target is None else
+                f"{s.admission_backlog_s:g} s of {s.requests_per_minute}/min (CJ_ADMISSION_BACKLOG_S)"}
 
     async def admit_once(self) -> list[str]:
         """One pass: admit what fits now, in queue order; returns the batch ids admitted."""
@@ -69,10 +93,10 @@ class Admission:
                                   s.admission_start_concurrency)
         if room == 0:
             return []
+        backlog = await self._queue.backlog(s.pairs_per_essay_per_round) if self._target is not None else 0
         admitted: list[str] = []
-        for q in admission.order(await self._queue.queued(), s.admission_aging_per_s):
-            if len(admitted) == room:
-                break
+        for q in admission.admit_by_work(admission.order(await self._queue.queued(), s.admission_aging_per_s), room,
+                                         backlog, self._target, s.pairs_per_essay_per_round):
             if await self._queue.admit(q.batch_id):
                 admitted.append(q.batch_id)
                 metrics.observe("cj_admission_wait_seconds", q.waited_s)
@@ -84,11 +108,11 @@ class Admission:
     async def _start(self, batch_id: str) -> None:
         started = time.monotonic()
         try:
-            await asyncio.wait_for(ensure_coordinator(batch_id, self._settings).ping.remote(), START_TIMEOUT_S)
-            log.info("admission: batch %s admitted; coordinator up in %.1fs", batch_id, time.monotonic() - started,
-                     extra={"batch_id": batch_id})
-        except (RayError, TimeoutError) as exc:
-            log.warning("admission: coordinator of batch %s not up (%s); the Supervisor will see to it",
+            await asyncio.wait_for(host_for(batch_id, self._settings).activate.remote(batch_id), START_TIMEOUT_S)
+            log.debug("admission: batch %s admitted; in progress after %.3fs", batch_id, time.monotonic() - started,
+                      extra={"batch_id": batch_id})
+        except (RayError, TimeoutError, ValueError) as exc:
+            log.warning("admission: batch %s not activated (%s); the Supervisor will see to it",
                         batch_id, type(exc).__name__, extra={"batch_id": batch_id})
         finally:
             self._starting.discard(batch_id)

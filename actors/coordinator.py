@@ -1,13 +1,19 @@
-"""BatchCoordinator: one actor per batch (`cj-batch-<batch_id>`), the owner of its counters and state.
+"""BatchCoordinator: the owner of one batch's counters and state, an actor in the actor model's sense.
 
-It starts from the database alone (in `__init__`, so a Ray restart or a re-creation by the Supervisor
-resumes the batch), then walks the state machine in a single loop:
+It is not a Ray actor: a Ray actor is a process (~100 MB, ~2.5 s of CPU to start), and a batch in progress
+must cost bytes. Coordinator hosts (`actors/coordinator_host.py`, `cj-coordinators-<i>`) hold many of them in
+one process and route each batch's messages to its coordinator, which handles them one at a time.
+
+An activation claims the batch in PostgreSQL (a new fencing epoch; every write below carries it, so an
+activation that lost the batch can no longer write it), starts from the database alone, then walks the
+state machine in a single loop:
 
     INITIALIZING → GENERATING_PAIRS → WAITING_CALLBACKS → SCORING → (GENERATING_PAIRS …) → COMPLETED
 
 Pair rows are committed (with `submitted`) before they are dispatched; each result is recorded at most
 once with its counter in the same statement; when a round has no result outstanding the batch is scored
-at once; finalization writes scores, projections and the one outbox event in one transaction.
+at once; finalization writes scores, projections and the one outbox event in one transaction. The round
+bookkeeping is `cjcore.batch_book.BatchBook`; this class persists and routes.
 """
 
 from __future__ import annotations
@@ -15,43 +21,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 import zlib
-from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import ray
 from ray.exceptions import RayError
 
-from actors import metrics, names
+from actors import metrics
 from cjcore import pairing
-from cjcore.completion import Policy, completion_pct, decide, failing, provider_out
+from cjcore.batch_book import BatchBook, Outcome, RetryPolicy
+from cjcore.completion import Policy, completion_pct
 from cjcore.contracts import (
     GRADE_SCALE,
     TERMINAL_STATES,
     BatchState,
-    Comparison,
     ComparisonRequest,
     ComparisonResult,
     Counters,
     ErrorType,
     GradeProjectionOut,
-    PlannedPair,
-    Winner,
     denominator,
     new_correlation_id,
-    usable_pairs,
 )
 from cjcore.grade_projection import Anchor, project
 from cjcore.misfit import judge_fit, misfit_flags
-from cjcore.retry import NOT_JUDGED, TRANSIENT, Attempt, backoff_s, plan_retries, should_retry
+from cjcore.retry import Attempt, should_retry
 from cjcore.retrying import retrying
 from cjcore.rulers import Ruler, held_scores
-from cjcore.scores import BTFit, max_score_change, position_wins
+from cjcore.scores import BTFit
 from cjcore.settings import Settings
 from storage.batch_writes import BatchWrites
-from storage.database import make_engine
 from storage.read_models import ReadModels
 from storage.records import EssayFit
 from storage.rulers import RulerStore
@@ -74,39 +75,61 @@ def _newer(a: Counters, b: Counters) -> Counters:
     )
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
+@dataclass
+class HostContext:
+    """What every coordinator of a host shares: one database pool, the pools' handles, the host's name."""
+
+    host: str
+    settings: Settings
+    writes: BatchWrites
+    reads: ReadModels
+    rulers: RulerStore
+    workers: list[ray.actor.ActorHandle]
+    scorers: list[ray.actor.ActorHandle]
+    wake_admission: Any  # () -> None
+
+
 class BatchCoordinator:
-    async def __init__(self, batch_id: str, settings: Settings):  # type: ignore[misc]  # Ray awaits async constructors
+    def __init__(self, ctx: HostContext, batch_id: str, epoch: int):
         self.batch_id = batch_id
+        self.epoch = epoch
+        self._ctx = ctx
+        self._settings = ctx.settings
+        self._repo = ctx.writes
+        self._reads = ctx.reads
         self._log = logging.LoggerAdapter(log, {"batch_id": batch_id})  # a field on every JSON line
-        self._settings = settings
-        metrics.configure(settings.ray_namespace)
         self._last_result_at: float | None = None  # monotonic time of the last result recorded here
-        assert settings.database_url, "the driver resolves the database URL before creating actors"
-        # One connection kept per live batch (a second only while a result lands during a round's work):
-        # a node's live batches are bounded by PostgreSQL's max_connections before memory.
-        engine = make_engine(settings.database_url, pool_size=1, max_overflow=1)
-        self._repo = BatchWrites(engine, settings.database_outage_s)
-        self._reads = ReadModels(engine, settings.database_outage_s)
+        self.touched_at = time.monotonic()  # the last message or step (for passivation)
+        self._busy = 0  # messages being handled now
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
 
-        snap = await self._repo.load(batch_id)
+    @classmethod
+    async def activate(cls, ctx: HostContext, batch_id: str, recovering: bool) -> BatchCoordinator | None:
+        """Claim the batch and rebuild it from the database; None if it is not admitted or already terminal.
+        `recovering`: this host may not have sent its rows without a result (a restart, a batch new to the
+        host), so they are sent again (workers ignore ids they hold; a repeated provider call is recorded
+        once). A batch woken from passivation on the same host sends nothing again."""
+        claim = await ctx.writes.claim(batch_id, ctx.host)
+        if claim is None:
+            return None
+        self = cls(ctx, batch_id, claim[0])
+        await self._load(recovering)
+        return self
+
+    async def _load(self, recovering: bool) -> None:
+        settings = self._settings
+        snap = await self._repo.load(self.batch_id)
         self._request = snap.request
         self._essays = {e.essay_id: e for e in snap.essays}
         self._state = snap.state
         self._counters = snap.counters
         self._threshold_pct = snap.threshold_pct
         # A ruler's anchors are held at their calibrated scores and never paired with each other (§4.6).
-        self._ruler: Ruler | None = (
-            await RulerStore(self._repo.engine, settings.database_outage_s).get(snap.anchor_set_id)
-            if snap.anchor_set_id else None
-        )
+        self._ruler: Ruler | None = await self._ctx.rulers.get(snap.anchor_set_id) if snap.anchor_set_id else None
         self._held = held_scores([(e.essay_id, e.anchor_ref_id, e.text) for e in snap.essays if e.is_anchor],
                                   self._ruler)
-        self._held_ids = frozenset(self._held)
-        # Valid verdicts at the last scoring: a round counts as evidence only if it added enough of them.
-        self._valid_at_fit = int(snap.metadata.get("completion", {}).get("valid_at_fit", 0))
         # Ending early (cancelled, or the provider out for CJ_PROVIDER_OUTAGE_S): (state, reason, error).
         # Nothing new is sent; what is at the provider lands, then the batch ends in that state.
         self._stopping: tuple[BatchState, str, str | None] | None = None
@@ -114,19 +137,7 @@ class BatchCoordinator:
             self._stopping = (BatchState.CANCELLED, "cancelled", None)
         elif stop := snap.metadata.get("stopping"):
             self._stopping = (BatchState(stop["state"]), stop["reason"], stop.get("error"))
-        # Monotonic time since which every result has been a transient failure (None: the provider works).
-        self._failing_since: float | None = None
-        self._rng = random.Random(batch_id)  # backoff jitter
-        self._attempted: Counter[frozenset[str]] = pairing.attempt_counts(snap.attempted)
-        self._last_scores = {e.essay_id: e.score for e in snap.essays if e.score is not None}
-        self._last_ses = {e.essay_id: e.se for e in snap.essays if e.se is not None}
-        self._workers = [
-            ray.get_actor(names.provider(i), namespace=settings.ray_namespace) for i in range(settings.workers)
-        ]
-        self._scorer = ray.get_actor(
-            names.scoring(zlib.crc32(batch_id.encode()) % settings.scorers), namespace=settings.ray_namespace
-        )
-        self._policy = Policy(
+        policy = Policy(
             threshold_pct=self._threshold_pct,
             stability_threshold=settings.score_stability_threshold,
             max_iterations=settings.max_iterations,
@@ -135,74 +146,82 @@ class BatchCoordinator:
             target_reliability=self._request.target_reliability or settings.target_reliability,
             min_per_essay=settings.min_comparisons_per_essay,
         )
-        self._in_flight: dict[str, Attempt] = {a.correlation_id: a for a in snap.pending}
-        self._not_judged = snap.not_judged
-        # The batch's valid verdicts, kept as they are recorded so a round's fit does not reload them all
-        # (None: read from the database at the next scoring, when no result is outstanding).
-        self._valid: list[Comparison] | None = None
-        # Failed attempts of this round still to be retried (rebuilt from the rows after a restart), and when
-        # each is due (its backoff; due at once after a restart).
-        self._owed: list[Attempt] = [
-            a for a, err in snap.unretried if should_retry(err, a.attempt, settings.max_attempts)
-        ] if self._state is BatchState.WAITING_CALLBACKS else []
-        self._due: dict[str, float] = {}
-        if snap.pending and self._state not in TERMINAL_STATES:
-            # Restarted mid-round: send again what has no result yet (workers ignore ids they hold;
-            # a repeated provider call is recorded once).
+        self._book = BatchBook(
+            batch_id=self.batch_id, essay_ids=list(self._essays), policy=policy,
+            retry=RetryPolicy(settings.max_attempts, settings.retry_backoff_s, settings.retry_backoff_max_s),
+            held=frozenset(self._held), seed=self._request.pair_generation_seed,
+            pairs_per_essay=settings.pairs_per_essay_per_round, not_judged=snap.not_judged,
+            # Valid verdicts at the last scoring: a round counts as evidence only if it added enough of them.
+            valid_at_fit=int(snap.metadata.get("completion", {}).get("valid_at_fit", 0)),
+            in_flight={a.correlation_id: a for a in snap.pending},
+            attempted=pairing.attempt_counts(snap.attempted),
+            # Failed attempts of this round still to retry (due at once after an activation).
+            owed=[a for a, err in snap.unretried if should_retry(err, a.attempt, settings.max_attempts)]
+            if self._state is BatchState.WAITING_CALLBACKS and self._stopping is None else [],
+            valid=None,  # read from the database at the next scoring, when no result is outstanding
+            last_scores={e.essay_id: e.score for e in snap.essays if e.score is not None},
+            last_ses={e.essay_id: e.se for e in snap.essays if e.se is not None},
+        )
+        self._scorer = self._ctx.scorers[zlib.crc32(self.batch_id.encode()) % len(self._ctx.scorers)]
+        if recovering and snap.pending and self._state not in TERMINAL_STATES and self._stopping is None:
             await self._dispatch(snap.pending)
+        self._log.info("batch %s: coordinator up on %s (epoch %d) in %s, %s", self.batch_id, self._ctx.host,
+                       self.epoch, self._state.value, self._counters)
+
+    def start(self) -> asyncio.Task[None]:
         self._task = asyncio.get_running_loop().create_task(self._run())
         self._wake.set()
-        self._log.info("batch %s: coordinator up in %s, %s", batch_id, self._state.value, self._counters)
+        return self._task
 
-    # -- messages -----------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Passivated or replaced: its loop ends here (nothing in memory is needed again: the database has it)."""
+        if self._task is not None:
+            self._task.cancel()
 
-    async def ping(self) -> str:
-        return self._state.value
+    @property
+    def state(self) -> BatchState:
+        return self._state
 
-    async def nudge(self) -> str:
+    def idle_s(self, now: float) -> float | None:
+        """Seconds this batch has had nothing to do but wait for results at the provider; None when it has
+        something to do (or is ending, or its provider is failing: the outage clock lives only here)."""
+        if (self._busy or self._lock.locked() or self._wake.is_set() or self._stopping is not None
+                or self._state is not BatchState.WAITING_CALLBACKS or not self._book.passivatable()):
+            return None
+        return now - self.touched_at
+
+    # -- messages (the host calls these; each handled with the batch's others, one at a time) ---------------
+
+    def snapshot(self) -> dict[str, Any]:
+        c = self._counters
+        return {"state": self._state.value, "submitted": c.submitted, "completed": c.completed,
+                "failed": c.failed, "in_flight": c.in_flight, "iterations": c.iterations,
+                "host": self._ctx.host, "epoch": self.epoch}
+
+    def nudge(self) -> str:
         """Supervisor: the batch looks idle; look at it again (a no-op if nothing is due)."""
         self._wake.set()
         return self._state.value
 
-    async def snapshot(self) -> dict[str, Any]:
-        c = self._counters
-        return {"state": self._state.value, "submitted": c.submitted, "completed": c.completed,
-                "failed": c.failed, "in_flight": c.in_flight, "iterations": c.iterations}
-
     async def record_results(self, results: list[ComparisonResult]) -> int:
         """Record results (first one per correlation id wins); returns how many were new here. The reply
         is the acknowledgement: it is sent only after the commit."""
-        recorded, counters = await self._repo.record_results(self.batch_id, results)
+        self._busy += 1
+        try:
+            recorded, counters = await self._repo.record_results(self.batch_id, results, epoch=self.epoch)
+        finally:
+            self._busy -= 1
+            self.touched_at = time.monotonic()
         self._counters = _newer(self._counters, counters)
         now = time.monotonic()
         if recorded:
             self._last_result_at = now
-        s = self._settings
-        new = 0
         for r in results:
             if r.correlation_id not in recorded:
                 self._log.info("batch %s: result for %s already recorded; ignored", self.batch_id, r.correlation_id)
-                continue
-            attempt = self._in_flight.pop(r.correlation_id, None)
-            if attempt is None:  # handled at an earlier delivery, or a row this process did not dispatch
-                if r.winner is not Winner.ERROR:
-                    self._valid = None  # reread the verdicts at the next scoring
-                continue
-            new += 1
-            if r.error_type in NOT_JUDGED:
-                self._not_judged += 1
-            if r.error_type in TRANSIENT:
-                self._failing_since = self._failing_since or now
-            elif r.error_type is not ErrorType.CANCELLED:
-                self._failing_since = None  # the judge answered: the provider is working
-            if r.winner in (Winner.ESSAY_A, Winner.ESSAY_B) and self._valid is not None:
-                self._valid.append(Comparison(attempt.essay_a_id, attempt.essay_b_id, r.winner))
-            if should_retry(r.error_type, attempt.attempt, s.max_attempts) and self._stopping is None:
-                self._owed.append(attempt)
-                if r.error_type in TRANSIENT:
-                    self._due[attempt.correlation_id] = now + backoff_s(
-                        attempt.attempt, s.retry_backoff_s, s.retry_backoff_max_s, 0.5 + self._rng.random() / 2)
-        if self._owed or self._counters.in_flight == 0:
+        new = self._book.record((Outcome(r.correlation_id, r.winner, r.error_type) for r in results
+                                 if r.correlation_id in recorded), now, retry=self._stopping is None)
+        if self._book.owed or self._counters.in_flight == 0:
             self._wake.set()
         return new
 
@@ -227,11 +246,12 @@ class BatchCoordinator:
         if self._stopping is not None:
             return
         self._stopping = (target, reason, error)
-        self._owed.clear()
-        await self._repo.merge_metadata(self.batch_id, {"cancel_requested": True} if target is BatchState.CANCELLED
-                                        else {"stopping": {"state": target.value, "reason": reason, "error": error}})
+        self._book.drop_owed()
+        await self._repo.merge_metadata(
+            self.batch_id, {"cancel_requested": True} if target is BatchState.CANCELLED
+            else {"stopping": {"state": target.value, "reason": reason, "error": error}}, epoch=self.epoch)
         dropped: list[list[str] | BaseException] = await asyncio.gather(
-            *(w.drop_batch.remote(self.batch_id) for w in self._workers), return_exceptions=True)
+            *(w.drop_batch.remote(self.batch_id) for w in self._ctx.workers), return_exceptions=True)
         cids = [cid for part in dropped if isinstance(part, list) for cid in part]
         if cids:
             await self.record_results(
@@ -243,32 +263,20 @@ class BatchCoordinator:
     # -- the state machine ------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        if self._state is BatchState.QUEUED:  # not admitted: admission creates the coordinator when it is
-            self._log.warning("batch %s: still QUEUED; coordinator exits", self.batch_id)
-            ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
-            return
-        # Also look every tick without a message: retries falling due, the provider-outage clock.
+        """Until terminal. Also looks every tick without a message: retries falling due, the outage clock.
+        An exception ends the loop and is the host's to handle (re-activation with backoff, then FAILED)."""
         tick_s = max(0.5, min(30.0, self._settings.provider_outage_s / 4))
-        try:
-            while self._state not in TERMINAL_STATES:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), tick_s)
-                self._wake.clear()
-                async with self._lock:
-                    await self._step()
-        except Exception:
-            self._log.exception("batch %s: coordinator loop failed; exiting so Ray restarts it", self.batch_id)
-            ray.kill(ray.get_runtime_context().current_actor, no_restart=False)
-            return
-        self._log.info("batch %s: %s; coordinator exits", self.batch_id, self._state.value)
-        with contextlib.suppress(ValueError, RayError):  # room for the next queued batch, now
-            ray.get_actor(names.ADMISSION, namespace=self._settings.ray_namespace).wake.remote()
-        await metrics.flush()
-        # A finished coordinator holds ~50 MB for nothing: leave (no restart for a clean exit).
-        ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+        while self._state not in TERMINAL_STATES:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), tick_s)
+            self._wake.clear()
+            async with self._lock:
+                await self._step()
+                self.touched_at = time.monotonic()
+        self._log.info("batch %s: %s; coordinator leaves %s", self.batch_id, self._state.value, self._ctx.host)
 
     async def _move(self, target: BatchState, meta: dict[str, Any] | None = None) -> None:
-        if not await self._repo.transition(self.batch_id, target, meta):
+        if not await self._repo.transition(self.batch_id, target, meta, epoch=self.epoch):
             await self._reload_state()
             return
         self._state = target
@@ -282,7 +290,7 @@ class BatchCoordinator:
     async def _step(self) -> None:
         state = self._state
         outage_s = self._settings.provider_outage_s
-        if self._stopping is None and provider_out(self._failing_since, time.monotonic(), outage_s):
+        if self._stopping is None and self._book.provider_out(time.monotonic(), outage_s):
             await self._stop(BatchState.FAILED, "provider_outage",
                              f"the provider answered only with transient failures (429, 529, 5xx, timeouts, lost "
                              f"connections) for {outage_s:g}s (CJ_PROVIDER_OUTAGE_S)")
@@ -290,14 +298,14 @@ class BatchCoordinator:
             if self._counters.in_flight == 0:
                 target, reason, error = self._stopping
                 self._finalized(target, await self._repo.finalize(
-                    self.batch_id, target, reason, meta={"error": error} if error else None))
+                    self.batch_id, target, reason, meta={"error": error} if error else None, epoch=self.epoch))
                 await self._reload_state()
         elif state is BatchState.INITIALIZING:
             await self._move(BatchState.GENERATING_PAIRS)
         elif state is BatchState.GENERATING_PAIRS:
             await self._start_round()
         elif state is BatchState.WAITING_CALLBACKS:
-            if self._owed:
+            if self._book.owed:
                 await self._retry()
             elif self._counters.in_flight == 0:
                 await self._move(BatchState.SCORING)
@@ -306,28 +314,18 @@ class BatchCoordinator:
 
     async def _start_round(self) -> None:
         c = self._counters
-        n = len(self._essays)
         iteration = c.iterations + 1
-        unused = usable_pairs(n, len(self._held)) - len(self._attempted)
-        size = pairing.round_size(n, self._settings.pairs_per_essay_per_round, c.total_budget - c.submitted, unused)
-        rng = pairing.round_rng(self._request.pair_generation_seed, self.batch_id, iteration)
-        ids = list(self._essays)
-        planned = (
-            pairing.first_round(ids, size, rng, self._held_ids)
-            if not self._attempted
-            else pairing.next_round(ids, self._attempted, self._last_scores, self._last_ses, size, rng, self._held_ids)
-        )
-        rows = [Attempt(new_correlation_id(), p.essay_a_id, p.essay_b_id, 1) for p in planned]
+        rows = [Attempt(new_correlation_id(), p.essay_a_id, p.essay_b_id, 1) for p in self._book.plan_round(c)]
         counters = await self._repo.insert_round(
-            self.batch_id, iteration, [(r.correlation_id, r.essay_a_id, r.essay_b_id) for r in rows]
+            self.batch_id, iteration, [(r.correlation_id, r.essay_a_id, r.essay_b_id) for r in rows], epoch=self.epoch
         )
         if counters is None:
-            # The batch left GENERATING_PAIRS under us (another incarnation committed a round): rows exist that
-            # this process never dispatched. Restart and rebuild from the database.
+            # The batch left GENERATING_PAIRS under us (another activation committed a round): rows exist that
+            # this one never dispatched. The host re-activates the batch from the database.
             raise RuntimeError(f"batch {self.batch_id}: round {iteration} already committed; rehydrating")
         self._counters = _newer(self._counters, counters)
         self._state = BatchState.WAITING_CALLBACKS
-        self._track(rows)
+        self._book.sent(rows)
         self._log.info("batch %s: round %d, %d pairs committed (budget %d, submitted %d; %s)", self.batch_id, iteration,
                        len(rows), c.total_budget, counters.submitted, self._completion_note())
         await self._dispatch(rows)
@@ -339,52 +337,34 @@ class BatchCoordinator:
         return (f"{completion_pct(self._counters, n, k):.1f}% of denominator "
                 f"{denominator(self._counters.total_budget, n, k)}, threshold {self._threshold_pct:g}%")
 
-    def _track(self, rows: list[Attempt]) -> None:
-        for r in rows:
-            self._attempted[pairing.pair_key(r.essay_a_id, r.essay_b_id)] += 1
-            self._in_flight[r.correlation_id] = r
-
     async def _retry(self) -> None:
         """Failed attempts of this round whose backoff is over become new attempts (new rows, new
         correlation ids); the rest wait for their time."""
-        now = time.monotonic()
-        owed = [a for a in self._owed if self._due.get(a.correlation_id, 0.0) <= now]
-        self._owed = [a for a in self._owed if self._due.get(a.correlation_id, 0.0) > now]
-        for a in owed:
-            self._due.pop(a.correlation_id, None)
-        if self._owed:
-            wait = min(self._due[a.correlation_id] for a in self._owed) - now
+        owed, wait = self._book.take_due(time.monotonic())
+        if wait is not None:
             asyncio.get_running_loop().call_later(wait, self._wake.set)
         if not owed:
             return
         self._wake.set()
         c = self._counters
-        if failing(c, self._policy, self._not_judged):
-            self._log.info("batch %s: %d failed attempts not retried: %d valid of %d attempts is below %.0f%%",
-                           self.batch_id, len(owed), c.completed, c.completed + c.failed,
-                           100 * self._policy.min_success_rate)
-            return
-        planned = [(new_correlation_id(), r) for r in plan_retries(owed, c.total_budget - c.submitted,
-                                                                    self._fresh_pairs)]
+        planned = [(new_correlation_id(), r) for r in self._book.retries(owed, c)]
         if not planned:
+            self._log.info("batch %s: %d failed attempts not retried (budget spent, or %d valid of %d attempts "
+                           "is below %.0f%%)", self.batch_id, len(owed), c.completed, c.completed + c.failed,
+                           100 * self._book.policy.min_success_rate)
             return
-        out = await self._repo.insert_retries(self.batch_id, planned)
+        out = await self._repo.insert_retries(self.batch_id, planned, epoch=self.epoch)
         if out is None:
             await self._reload_state()
             return
         inserted, counters = out
         self._counters = _newer(self._counters, counters)
         rows = [Attempt(cid, r.essay_a_id, r.essay_b_id, r.attempt) for cid, r in planned if cid in inserted]
-        self._track(rows)
+        self._book.sent(rows)
         self._log.info("batch %s: round %d, %d failed attempts retried (submitted %d of budget %d; %s)",
                        self.batch_id, counters.iterations, len(rows), counters.submitted, counters.total_budget,
                        self._completion_note())
         await self._dispatch(rows)
-
-    def _fresh_pairs(self, k: int) -> list[PlannedPair]:
-        rng = random.Random(f"{self.batch_id}:{self._counters.submitted}")
-        return pairing.next_round(list(self._essays), self._attempted, self._last_scores, self._last_ses, k, rng,
-                                  self._held_ids)
 
     async def _dispatch(self, rows: list[Attempt]) -> None:
         llm = self._request.llm
@@ -397,7 +377,8 @@ class BatchCoordinator:
             )
             for r in rows
         ]
-        k = len(self._workers)
+        workers = self._ctx.workers
+        k = len(workers)
         offset = zlib.crc32(self.batch_id.encode()) % k
 
         async def send(i: int, part: list[ComparisonRequest]) -> None:
@@ -406,7 +387,7 @@ class BatchCoordinator:
             # stay without a result and the Supervisor's expiry retries them (invariant 7).
             async def round_the_pool() -> None:
                 for step in range(k):
-                    worker = self._workers[(i + offset + step) % k]
+                    worker = workers[(i + offset + step) % k]
                     try:
                         await worker.enqueue.remote(part)
                         return
@@ -427,55 +408,37 @@ class BatchCoordinator:
         await asyncio.gather(*(send(i, requests[i::k]) for i in range(k) if requests[i::k]))
 
     async def _score(self) -> None:
-        if self._valid is None:  # no result is outstanding now, so none can land during the read
-            self._valid = await self._repo.valid_comparisons(self.batch_id)
-        comparisons = self._valid
+        if self._book.valid is None:  # no result is outstanding now, so none can land during the read
+            self._book.valid = await self._repo.valid_comparisons(self.batch_id)
+        comparisons = self._book.valid
         ids = list(self._essays)
         alpha = self._settings.bt_regularization
         fit: BTFit = await self._scorer.fit.remote(ids, comparisons, alpha, self._held)
-        change = max_score_change(self._last_scores, fit.score_of())
-        n, c = len(ids), self._counters
-        new_valid = c.completed - self._valid_at_fit
-        decision = decide(c, n, change, self._policy, self._not_judged, new_valid=new_valid,
-                          reliability=fit.ssr, held=len(self._held))
-        a_wins, b_wins = position_wins(comparisons)
-        meta: dict[str, Any] = {
-            "reliability": {"ssr": round(fit.ssr, 4), "comparisons_per_essay": round(2 * fit.n_comparisons / n, 2),
-                            "target": self._policy.target_reliability},
-            "position": {"a_wins": a_wins, "b_wins": b_wins, "bias_logit": round(fit.position_bias, 4),
-                         "bias_se": round(fit.position_bias_se, 4)},
-            "completion": {"denominator": denominator(c.total_budget, n, len(self._held)),
-                           "threshold_pct": self._threshold_pct,
-                           "completion_pct": round(completion_pct(c, n, len(self._held)), 2),
-                           "stability_threshold": self._policy.stability_threshold,
-                           "last_max_change": None if change is None else round(change, 4),
-                           "new_valid": new_valid, "valid_at_fit": c.completed},
-            "held": sorted(self._held),
-        }
+        c = self._counters
+        scored = self._book.judge(fit, c, comparisons, self._threshold_pct)
+        decision, meta = scored.decision, scored.meta
         self._log.info(
             "batch %s: round %d scored: reliability %.3f (target %g), %d new valid verdicts, position bias %.3f ± "
             "%.3f, max change %s (stable below %g), %s; %s",
-            self.batch_id, c.iterations, fit.ssr, self._policy.target_reliability, new_valid, fit.position_bias,
-            fit.position_bias_se, meta["completion"]["last_max_change"], self._policy.stability_threshold,
-            decision.reason or "next round", self._completion_note(),
+            self.batch_id, c.iterations, fit.ssr, self._book.policy.target_reliability, scored.new_valid,
+            fit.position_bias, fit.position_bias_se, meta["completion"]["last_max_change"],
+            self._book.policy.stability_threshold, decision.reason or "next round", self._completion_note(),
         )
         scores = {e: (s, se) for e, s, se in zip(fit.essay_ids, fit.scores, fit.se, strict=True)}
         if not decision.finalize:
-            if await self._repo.save_round(self.batch_id, scores, meta):
-                self._last_scores, self._last_ses = fit.score_of(), fit.se_of()
-                self._valid_at_fit = c.completed
+            # Taken as this round's fit whatever the reply: a save repeated after a lost commit reply answers
+            # False, and the batch has moved on all the same (the reload below says where to).
+            self._book.fitted(fit, c)
+            if await self._repo.save_round(self.batch_id, scores, meta, epoch=self.epoch):
                 self._state = BatchState.GENERATING_PAIRS
                 self._wake.set()
             else:
                 await self._reload_state()
             return
         target = BatchState.FAILED if decision.failed else BatchState.COMPLETED
-        if decision.failed:
-            judged = c.completed + c.failed - self._not_judged
-            meta["error"] = (f"valid results {c.completed} of {judged} judged attempts, below "
-                             f"CJ_MIN_SUCCESS_RATE {self._policy.min_success_rate:g}")
         projections: list[GradeProjectionOut] = []
         fit_stats: dict[str, EssayFit] = {}
+        n = len(ids)
         if target is BatchState.COMPLETED:
             meta["reliability"]["split_half"] = await self._scorer.split_half.remote(
                 ids, comparisons, alpha, self._held, zlib.crc32(self.batch_id.encode()))
@@ -487,7 +450,7 @@ class BatchCoordinator:
         age = await self._repo.finalize(
             self.batch_id, target, decision.reason or "", scores=scores,
             ranks={e: i + 1 for i, e in enumerate(ranking)}, grade_projections=projections, meta=meta,
-            fit_stats=fit_stats,
+            fit_stats=fit_stats, epoch=self.epoch,
         )
         self._finalized(target, age)
         if age is not None and target is BatchState.COMPLETED:
@@ -512,6 +475,7 @@ class BatchCoordinator:
         if age is None:
             self._log.info("batch %s: already finalized elsewhere; nothing written", self.batch_id)
             return
+        self._ctx.wake_admission()  # room for the next queued batch, now
         metrics.observe("cj_batch_duration_seconds", age, state=target.value)
         if self._last_result_at is not None:
             metrics.observe("cj_finalize_lag_seconds", time.monotonic() - self._last_result_at)

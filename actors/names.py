@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 SUPERVISOR = "cj-supervisor"
 LIMITER = "cj-limiter"
 OUTBOX = "cj-outbox"
@@ -9,8 +11,16 @@ METRICS = "cj-metrics"
 ADMISSION = "cj-admission"
 
 
-def coordinator(batch_id: str) -> str:
-    return f"cj-batch-{batch_id}"
+HOST_PREFIX = "cj-coordinators-"
+
+
+def coordinator_host(i: int) -> str:
+    return f"{HOST_PREFIX}{i}"
+
+
+def host_index(batch_id: str, hosts: int) -> int:
+    """Which of `hosts` coordinator hosts a batch's messages go to (stable for a deployment's host count)."""
+    return zlib.crc32(batch_id.encode()) % hosts
 
 
 def provider(i: int) -> str:

@@ -2,13 +2,13 @@
 
 Work arrives in per-batch queues and is taken round-robin across batches, so a small batch's pairs
 interleave with a large one's instead of waiting behind it. A call starts only when a slot is free and
-the rate limiter grants it. Results go back to the named coordinator in batches and are re-sent until
-the coordinator acknowledges that they are committed (so a coordinator restart loses nothing).
+the rate limiter grants it. Results go back to the batch's coordinator host in batches and are re-sent until
+the host acknowledges that they are committed (so a coordinator or host restart loses nothing).
 
 The worker holds a lease on every request from enqueue until its result is acknowledged (`held`): the
 Supervisor expires only what no live worker holds, so time queued here never makes a second call.
 
-Ray imports this module in every process that deserializes a handle to the worker (every coordinator),
+Ray imports this module in every process that deserializes a handle to the worker (every coordinator host),
 so the `anthropic` SDK is imported inside the actor, not at module level.
 """
 
@@ -37,15 +37,17 @@ log = logging.getLogger(__name__)
 
 
 class ResultSender:
-    """Delivers results to `cj-batch-<id>`, coalescing what arrives while a delivery is in flight."""
+    """Delivers results to each batch's coordinator host, coalescing what arrives while a delivery is in
+    flight."""
 
-    def __init__(self, namespace: str, timeout_s: float, done: Callable[[list[str]], None]):
+    def __init__(self, namespace: str, hosts: int, timeout_s: float, done: Callable[[list[str]], None]):
         self._namespace = namespace
+        self._hosts = hosts
         self._done = done  # told the ids acknowledged or given up on ([] when a batch's deliveries end)
         self._timeout_s = timeout_s
         self._pending: dict[str, list[ComparisonResult]] = {}
         self._flushing: set[str] = set()
-        self._handles: dict[str, ray.actor.ActorHandle] = {}
+        self._handles: dict[int, ray.actor.ActorHandle] = {}  # one per host: bounded, whatever the history
         self.delivered = 0
         self.dropped = 0
 
@@ -70,18 +72,20 @@ class ResultSender:
             self._done([])
 
     async def _deliver(self, batch_id: str, results: list[ComparisonResult]) -> None:
+        index = names.host_index(batch_id, self._hosts)
+
         def unavailable(exc: Exception) -> bool:  # ValueError: no actor of that name (yet, or any more)
-            self._handles.pop(batch_id, None)
+            self._handles.pop(index, None)
             return isinstance(exc, RayError | ValueError)
 
         try:
             async for attempt in retrying(unavailable, within_s=self._timeout_s, first_s=0.05):
                 with attempt:
-                    handle = self._handles.get(batch_id)
+                    handle = self._handles.get(index)
                     if handle is None:
-                        handle = ray.get_actor(names.coordinator(batch_id), namespace=self._namespace)
-                        self._handles[batch_id] = handle
-                    await handle.record_results.remote(results)
+                        handle = ray.get_actor(names.coordinator_host(index), namespace=self._namespace)
+                        self._handles[index] = handle
+                    await handle.record_results.remote(batch_id, results)
         except (RayError, ValueError) as exc:
             # The rows stay without a result; the Supervisor expires them (invariant 7).
             self.dropped += len(results)
@@ -123,7 +127,8 @@ class ProviderWorker:
         self._key_id = hashlib.sha256(settings.api_key_value().encode()).hexdigest()[:12]
         self._provider = "anthropic" if settings.uses_real_anthropic else "simulated"
         self._progress = asyncio.Event()  # a call ended or results were settled (for `drain`)
-        self._sender = ResultSender(settings.ray_namespace, settings.result_delivery_timeout_s, self._settled)
+        self._sender = ResultSender(settings.ray_namespace, settings.coordinator_hosts or 1,
+                                    settings.result_delivery_timeout_s, self._settled)
         self._calls = 0
         self._in_call = 0
         self._draining = False

@@ -1,10 +1,10 @@
 """Supervisor: one detached actor for recovery only; the normal path never needs it.
 
 Each interval (CJ_SUPERVISOR_INTERVAL_S) it:
-- makes sure every admitted, non-terminal batch of its deployment has a coordinator, re-creating it from
-  the database if it is gone;
-- checks on batches idle for CJ_BATCH_IDLE_S: their coordinator is nudged, and restarted (rehydrating
-  from the database) if it does not answer within 30 s;
+- makes sure every admitted, non-terminal batch of its deployment is known to its coordinator host (in
+  memory or passivated there), which activates it from the database if it is not;
+- checks on batches idle for CJ_BATCH_IDLE_S: their coordinator is nudged, and activated anew (rehydrating
+  from the database; the old activation is fenced) if it does not answer within 30 s;
 - expires pairs without a result for CJ_MAX_PROCESSING_SECONDS that no provider worker holds (a worker
   holds what it has queued, is sending or is delivering: its lease) as QUEUE_TIMEOUT error results, recorded
   through the batch's coordinator like any result (which retries them as new attempts): lost work only;
@@ -28,7 +28,7 @@ import ray
 from ray.exceptions import RayError
 
 from actors import metrics, names
-from actors.activation import ensure_coordinator
+from actors.activation import host_for
 from cjcore.settings import Settings
 from storage.database import make_engine
 from storage.supervision import SupervisionQueries
@@ -60,13 +60,7 @@ class Supervisor:
         is handled on its own with a time limit: one broken batch never stops a sweep."""
         limit = self._settings.max_processing_seconds if max_processing_seconds is None else max_processing_seconds
         done: Counter[str] = Counter()
-        for batch_id in await self._repo.active_batch_ids(self._settings.ray_namespace):
-            try:
-                ray.get_actor(names.coordinator(batch_id), namespace=self._settings.ray_namespace)
-            except ValueError:
-                ensure_coordinator(batch_id, self._settings)
-                done["coordinators_recreated"] += 1
-                log.warning("supervisor: batch %s had no coordinator; re-created from the database", batch_id)
+        await self._adopt(await self._repo.active_batch_ids(self._settings.ray_namespace), done)
         idle = await self._repo.idle_batch_ids(self._settings.batch_idle_s, self._settings.ray_namespace)
         await self._each(idle, self._check_idle, done, "nudge")
         stuck = await self._unheld(await self._repo.stuck_pairs(limit, self._settings.ray_namespace))
@@ -98,14 +92,33 @@ class Supervisor:
 
         await asyncio.gather(*(one(b) for b in batch_ids))
 
+    async def _adopt(self, batch_ids: list[str], done: Counter[str]) -> None:
+        """Each host activates the batches routed to it that it does not know (lost with an earlier
+        incarnation, or never activated)."""
+        by_host: dict[str, list[str]] = {}
+        for b in batch_ids:
+            by_host.setdefault(names.coordinator_host(names.host_index(b, self._settings.coordinator_hosts or 1)),
+                               []).append(b)
+        for host, part in by_host.items():
+            try:
+                handle = ray.get_actor(host, namespace=self._settings.ray_namespace)
+                adopted: int = await asyncio.wait_for(handle.adopt.remote(part), BATCH_ACTION_TIMEOUT_S)
+            except (RayError, TimeoutError, ValueError) as exc:
+                done["adopt_failed"] += 1
+                log.warning("supervisor: %s could not adopt its batches (%s)", host, type(exc).__name__)
+                continue
+            if adopted:
+                done["coordinators_recreated"] += adopted
+                log.warning("supervisor: %s: %d batches it did not hold activated from the database", host, adopted)
+
     async def _check_idle(self, batch_id: str) -> Counter[str]:
-        coordinator = ensure_coordinator(batch_id, self._settings)
+        host = host_for(batch_id, self._settings)
         try:
-            await asyncio.wait_for(coordinator.nudge.remote(), NUDGE_TIMEOUT_S)
+            await asyncio.wait_for(host.nudge.remote(batch_id), NUDGE_TIMEOUT_S)
             return Counter(nudged=1)
         except (RayError, TimeoutError) as exc:
-            ray.kill(coordinator, no_restart=False)
-            log.warning("supervisor: batch %s: coordinator did not answer (%s); restarted", batch_id,
+            await host.restart.remote(batch_id)
+            log.warning("supervisor: batch %s: coordinator did not answer (%s); activated anew", batch_id,
                         type(exc).__name__)
             return Counter(coordinators_restarted=1)
 
@@ -129,8 +142,7 @@ class Supervisor:
         return {b: part for b, part in unheld.items() if part}
 
     async def _expire(self, batch_id: str, cids: list[str], limit: float) -> Counter[str]:
-        coordinator = ensure_coordinator(batch_id, self._settings)
-        expired = await coordinator.expire.remote(cids, limit)
+        expired = await host_for(batch_id, self._settings).expire.remote(batch_id, cids, limit)
         # Whatever reached a worker's queue since we asked is dropped there, never sent.
         for i in range(self._settings.workers):
             with contextlib.suppress(RayError, ValueError):

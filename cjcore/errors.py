@@ -9,7 +9,8 @@
     ├── ConfigError              settings that cannot work (e.g. a zero rate limit)
     ├── BatchTimeout             wait() gave up before the batch reached a terminal state
     ├── DatabaseUnavailable      PostgreSQL unreachable for longer than CJ_DATABASE_OUTAGE_S
-    └── DeploymentNotFound       no deployment (admission actor) in the Ray namespace to hand a batch to
+    ├── DeploymentNotFound       no deployment (admission actor) in the Ray namespace to hand a batch to
+    └── Fenced                   a write of a batch by a host that no longer holds it (a stale epoch)
 """
 
 from __future__ import annotations
@@ -53,3 +54,13 @@ class DatabaseUnavailable(CJError):
 
 class DeploymentNotFound(CJError):
     pass
+
+
+class Fenced(CJError):
+    """The batch was claimed by another activation since this one's (its epoch moved on): nothing was written,
+    and this activation must stop."""
+
+    def __init__(self, batch_id: str, epoch: int):
+        super().__init__(f"batch {batch_id}: epoch {epoch} is stale; another activation holds the batch")
+        self.batch_id = batch_id
+        self.epoch = epoch

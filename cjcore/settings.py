@@ -105,11 +105,20 @@ class Settings(BaseSettings):
 
     database_outage_s: float = Field(default=60.0, gt=0)  # DB calls retry this long through a restart
 
-    # Admission: batches are accepted QUEUED; this many have a live coordinator at once (None: 25 per CPU of
-    # the cluster, at most half its schedulable memory at ~100 MB each; cjcore/admission.py)
+    # Admission: batches are accepted QUEUED; at most this many are in progress at once (None: what a quarter
+    # of the cluster's schedulable memory holds; cjcore/admission.py), and in Messages mode only while the
+    # comparisons waiting for the provider are under admission_backlog_s seconds of its rate limit.
     max_live_batches: int | None = Field(default=None, ge=1)
-    admission_start_concurrency: int = Field(default=4, ge=1)  # coordinators starting at once
+    admission_backlog_s: float = Field(default=30.0, gt=0)
+    admission_start_concurrency: int = Field(default=64, ge=1)  # activations awaited at once
     admission_aging_per_s: float = Field(default=2.0, ge=0)  # see cjcore/admission.py
+
+    # Coordinator hosts: processes hosting many batch coordinators each (None: one per CPU of the cluster,
+    # resolved when the deployment starts). A batch with nothing to do but wait for results is passivated
+    # (dropped from memory) after passivate_after_s; its next message activates it from the database.
+    coordinator_hosts: int | None = Field(default=None, ge=1, le=1024)
+    passivate_after_s: float = Field(default=10.0, gt=0)
+    activation_concurrency: int = Field(default=16, ge=1)  # activations at once per host (restart: no storm)
 
     # Scoring and supervision
     scorers: int = Field(default=1, ge=1, le=64)

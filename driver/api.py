@@ -18,7 +18,6 @@ from typing import Any
 import ray
 
 from actors import names
-from actors.activation import ensure_coordinator
 from cjcore import admission, rulers
 from cjcore.contracts import (
     GRADE_SCALE,
@@ -62,6 +61,7 @@ class CJClient:
         self.reads = ReadModels(self._engine, outage_s)  # results, status, inspection
         self.metrics = MetricsQueries(self._engine, outage_s)  # invariants, load reports
         self.rulers = RulerStore(self._engine, outage_s)
+        self._hosts: int | None = None
 
     async def close(self) -> None:
         await self._engine.dispose()
@@ -185,15 +185,22 @@ class CJClient:
         if state is BatchState.QUEUED and await self.writes.finalize(
                 batch_id, BatchState.CANCELLED, "cancelled", only_from=BatchState.QUEUED) is not None:
             return BatchState.CANCELLED  # never admitted: nothing was sent
-        coordinator = ensure_coordinator(batch_id, self.settings)
-        return BatchState(await coordinator.cancel.remote())
+        state_now = await (await self._host_for(batch_id)).cancel.remote(batch_id)
+        return BatchState(state_now) if state_now else (await self.reads.state_of(batch_id))[0]
+
+    async def _host_for(self, batch_id: str) -> ray.actor.ActorHandle:
+        """The coordinator host of the batch (the deployment's host count is admission's to say)."""
+        if self._hosts is None:
+            self._hosts = int(await self._admission().hosts.remote())
+        return ray.get_actor(names.coordinator_host(names.host_index(batch_id, self._hosts)),
+                             namespace=self.settings.ray_namespace)
 
     async def inspect(self, batch_id: str) -> dict[str, Any]:
         report = await self.reads.inspect(batch_id)
         try:
-            actor = ray.get_actor(names.coordinator(batch_id), namespace=self.settings.ray_namespace)
-            report["coordinator"] = await asyncio.wait_for(actor.snapshot.remote(), 5)
-        except (ValueError, ray.exceptions.RayError, TimeoutError):
+            host = await self._host_for(batch_id)
+            report["coordinator"] = await asyncio.wait_for(host.snapshot.remote(batch_id), 5)
+        except (ValueError, CJError, ray.exceptions.RayError, TimeoutError):
             report["coordinator"] = None
         return report
 

@@ -54,13 +54,14 @@ class Chaos:
 def _victims(settings: Settings) -> list[str]:
     ns = settings.ray_namespace
     found = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == ns]
-    wanted = ("cj-batch-", "cj-provider-", "cj-scoring-", names.SUPERVISOR, names.OUTBOX, names.LIMITER,
+    wanted = (names.HOST_PREFIX, "cj-provider-", "cj-scoring-", names.SUPERVISOR, names.OUTBOX, names.LIMITER,
               names.ADMISSION)
     return [n for n in found if n.startswith(wanted)]
 
 
 def _kind(name: str) -> str:
-    for prefix, kind in (("cj-batch-", "coordinator"), ("cj-provider-", "worker"), ("cj-scoring-", "scorer")):
+    for prefix, kind in ((names.HOST_PREFIX, "coordinator_host"), ("cj-provider-", "worker"),
+                         ("cj-scoring-", "scorer")):
         if name.startswith(prefix):
             return kind
     return name.removeprefix("cj-")

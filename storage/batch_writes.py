@@ -27,7 +27,7 @@ from cjcore.contracts import (
     GradeProjectionOut,
     Winner,
 )
-from cjcore.errors import BatchExists, BatchNotFound
+from cjcore.errors import BatchExists, BatchNotFound, Fenced
 from cjcore.retry import NOT_JUDGED, Attempt, Retry
 from cjcore.state_machine import sources_of
 from storage.records import (
@@ -61,7 +61,13 @@ SELECT cid, CAST(:batch_id AS text), CAST(:iteration AS int), a, b
 
 _RECORD_SQL = text(
     """
-WITH incoming AS (
+WITH fence AS (
+    -- The writer's epoch still holds the batch (NULL: an unfenced writer). Locked, so a claim that moves the
+    -- epoch on waits for this statement or makes it record nothing.
+    SELECT batch_id FROM cj_batch_states
+     WHERE batch_id = :batch_id AND (CAST(:epoch AS bigint) IS NULL OR owner_epoch = CAST(:epoch AS bigint))
+       FOR UPDATE
+), incoming AS (
     SELECT * FROM unnest(
         CAST(:cid AS text[]), CAST(:winner AS text[]), CAST(:confidence AS float8[]),
         CAST(:justification AS text[]), CAST(:error_code AS text[]), CAST(:error_details AS text[]),
@@ -88,6 +94,7 @@ WITH incoming AS (
            completed_at = now()
       FROM incoming i
      WHERE p.correlation_id = i.correlation_id AND p.batch_id = :batch_id AND p.winner IS NULL
+       AND EXISTS (SELECT 1 FROM fence)
     RETURNING p.correlation_id, p.winner
 ), tally AS (
     SELECT count(*) FILTER (WHERE winner <> 'error') AS ok, count(*) FILTER (WHERE winner = 'error') AS bad
@@ -98,7 +105,7 @@ WITH incoming AS (
            failed_comparisons = s.failed_comparisons + tally.bad,
            last_activity_at = CASE WHEN tally.ok + tally.bad > 0 THEN now() ELSE s.last_activity_at END
       FROM tally
-     WHERE s.batch_id = :batch_id
+     WHERE s.batch_id IN (SELECT batch_id FROM fence)
     RETURNING s.total_budget, s.submitted_comparisons, s.completed_comparisons, s.failed_comparisons,
               s.current_iteration
 )
@@ -110,8 +117,38 @@ SELECT (SELECT coalesce(array_agg(correlation_id), '{}')
 )
 
 
+def _fenced(epoch: int | None) -> list[Any]:
+    """The condition every write of a coordinator adds: its epoch still holds the batch (None: unfenced, the
+    client's and the Supervisor's few writes, which move a batch only from states no coordinator holds)."""
+    return [] if epoch is None else [batch_states.c.owner_epoch == epoch]
+
+
 class BatchWrites(Store):
-    """What a coordinator (and the client, creating and cancelling) writes."""
+    """What a coordinator (and the client, creating and cancelling) writes. A coordinator's writes carry the
+    epoch of its claim (`claim`): a write whose epoch is stale writes nothing and raises Fenced."""
+
+    async def claim(self, batch_id: str, host: str) -> tuple[int, BatchState] | None:
+        """Take the batch for `host`: a new epoch, which fences every earlier activation's writes. None (and
+        nothing changed) if the batch is not admitted (QUEUED) or already terminal."""
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(
+                update(batch_states)
+                .where(batch_states.c.batch_id == batch_id,
+                       batch_states.c.state.not_in([BatchState.QUEUED, *TERMINAL_STATES]))
+                .values(owner_host=host, owner_epoch=batch_states.c.owner_epoch + 1)
+                .returning(batch_states.c.owner_epoch, batch_states.c.state)
+            )).one_or_none()
+        return None if row is None else (int(row.owner_epoch), BatchState(row.state))
+
+    @staticmethod
+    async def _check_fence(conn: AsyncConnection, batch_id: str, epoch: int | None) -> None:
+        """After a write that matched nothing: raise Fenced if the reason is a stale epoch."""
+        if epoch is None:
+            return
+        now = (await conn.execute(select(batch_states.c.owner_epoch).where(
+            batch_states.c.batch_id == batch_id))).scalar_one_or_none()
+        if now is not None and now != epoch:
+            raise Fenced(batch_id, epoch)
 
     async def create_batches(self, batches_in: Sequence[NewBatch], namespace: str, submission_id: str) -> None:
         """Store each typed original request, its essays and its initial state QUEUED, all in one
@@ -215,7 +252,7 @@ class BatchWrites(Store):
         )
 
     async def insert_round(
-        self, batch_id: str, iteration: int, planned: Sequence[tuple[str, str, str]]
+        self, batch_id: str, iteration: int, planned: Sequence[tuple[str, str, str]], epoch: int | None = None,
     ) -> Counters | None:
         """Commit a round's pair rows (correlation_id, a, b) with `submitted` and the move to
         WAITING_CALLBACKS, before any of them is dispatched. None if the batch left GENERATING_PAIRS."""
@@ -223,7 +260,8 @@ class BatchWrites(Store):
             row = (
                 await conn.execute(
                     update(batch_states)
-                    .where(batch_states.c.batch_id == batch_id, batch_states.c.state == BatchState.GENERATING_PAIRS)
+                    .where(batch_states.c.batch_id == batch_id, batch_states.c.state == BatchState.GENERATING_PAIRS,
+                           *_fenced(epoch))
                     .values(
                         state=BatchState.WAITING_CALLBACKS,
                         submitted_comparisons=batch_states.c.submitted_comparisons + len(planned),
@@ -234,6 +272,7 @@ class BatchWrites(Store):
                 )
             ).one_or_none()
             if row is None:
+                await self._check_fence(conn, batch_id, epoch)
                 # A repeat of this very call whose commit reply was lost finds its own rows: same answer.
                 mine = (await conn.execute(
                     select(*COUNTER_COLS).where(
@@ -251,7 +290,7 @@ class BatchWrites(Store):
             return counters_of(row)
 
     async def insert_retries(
-        self, batch_id: str, retries: Sequence[tuple[str, Retry]]
+        self, batch_id: str, retries: Sequence[tuple[str, Retry]], epoch: int | None = None,
     ) -> tuple[set[str], Counters] | None:
         """Commit retry rows (new correlation id, Retry) with `submitted`, while the round is still
         WAITING_CALLBACKS. A retry already planned (same `retry_of`) is not inserted twice. Returns the
@@ -261,11 +300,13 @@ class BatchWrites(Store):
             head = (
                 await conn.execute(
                     select(batch_states.c.current_iteration)
-                    .where(batch_states.c.batch_id == batch_id, batch_states.c.state == BatchState.WAITING_CALLBACKS)
+                    .where(batch_states.c.batch_id == batch_id, batch_states.c.state == BatchState.WAITING_CALLBACKS,
+                           *_fenced(epoch))
                     .with_for_update()
                 )
             ).one_or_none()
             if head is None:
+                await self._check_fence(conn, batch_id, epoch)
                 return None
             inserted: set[str] = set()
             if retries:
@@ -297,13 +338,14 @@ class BatchWrites(Store):
             return ours, counters_of(row)
 
     async def record_results(
-        self, batch_id: str, results: Sequence[ComparisonResult]
+        self, batch_id: str, results: Sequence[ComparisonResult], epoch: int | None = None,
     ) -> tuple[set[str], Counters]:
         """Record each result at most once (the first wins; invariant 5). Returns the correlation ids whose
         row holds this result (recorded now, or by an earlier try of this same delivery whose reply was
         lost: the answer is the same either way) and the counters, both from one statement."""
         params = {
             "batch_id": batch_id,
+            "epoch": epoch,
             "cid": [r.correlation_id for r in results],
             "winner": [r.winner.value for r in results],
             "confidence": [r.confidence for r in results],
@@ -321,8 +363,9 @@ class BatchWrites(Store):
         }
         async with self.engine.begin() as conn:
             row = (await conn.execute(_RECORD_SQL, params)).one_or_none()
-        if row is None:
-            raise BatchNotFound(f"batch {batch_id!r} not found")
+            if row is None:
+                await self._check_fence(conn, batch_id, epoch)
+                raise BatchNotFound(f"batch {batch_id!r} not found")
         return set(row.recorded), counters_of(row)
 
     async def valid_comparisons(self, batch_id: str) -> list[Comparison]:
@@ -336,14 +379,15 @@ class BatchWrites(Store):
             ).all()
         return [Comparison(r.essay_a_id, r.essay_b_id, Winner(r.winner)) for r in rows]
 
-    async def transition(self, batch_id: str, target: BatchState, meta: dict[str, Any] | None = None) -> bool:
+    async def transition(self, batch_id: str, target: BatchState, meta: dict[str, Any] | None = None,
+                         epoch: int | None = None) -> bool:
         """Move along the state machine; False if the batch is not in a state that may move to target."""
         async with self.engine.begin() as conn:
-            return await self._transition(conn, batch_id, target, meta)
+            return await self._transition(conn, batch_id, target, meta, epoch=epoch)
 
     async def _transition(
         self, conn: AsyncConnection, batch_id: str, target: BatchState, meta: dict[str, Any] | None,
-        reason: str | None = None, only_from: BatchState | None = None,
+        reason: str | None = None, only_from: BatchState | None = None, epoch: int | None = None,
     ) -> bool:
         values: dict[str, Any] = {"state": target, "last_activity_at": func.now()}
         if meta:
@@ -353,23 +397,29 @@ class BatchWrites(Store):
         res = await conn.execute(
             update(batch_states)
             .where(batch_states.c.batch_id == batch_id,
-                   batch_states.c.state.in_(sources_of(target) if only_from is None else [only_from]))
+                   batch_states.c.state.in_(sources_of(target) if only_from is None else [only_from]),
+                   *_fenced(epoch))
             .values(**values)
         )
+        if res.rowcount != 1:
+            await self._check_fence(conn, batch_id, epoch)
         return res.rowcount == 1
 
-    async def merge_metadata(self, batch_id: str, meta: dict[str, Any]) -> None:
+    async def merge_metadata(self, batch_id: str, meta: dict[str, Any], epoch: int | None = None) -> None:
         async with self.engine.begin() as conn:
-            await conn.execute(
-                update(batch_states).where(batch_states.c.batch_id == batch_id).values(metadata=meta_patch(meta))
+            res = await conn.execute(
+                update(batch_states).where(batch_states.c.batch_id == batch_id, *_fenced(epoch))
+                .values(metadata=meta_patch(meta))
             )
+            if res.rowcount != 1:
+                await self._check_fence(conn, batch_id, epoch)
 
     async def save_round(
-        self, batch_id: str, scores: dict[str, tuple[float, float]], meta: dict[str, Any]
+        self, batch_id: str, scores: dict[str, tuple[float, float]], meta: dict[str, Any], epoch: int | None = None,
     ) -> bool:
         """Store a round's fit and move SCORING → GENERATING_PAIRS, together."""
         async with self.engine.begin() as conn:
-            if not await self._transition(conn, batch_id, BatchState.GENERATING_PAIRS, meta):
+            if not await self._transition(conn, batch_id, BatchState.GENERATING_PAIRS, meta, epoch=epoch):
                 return False
             await self._write_scores(conn, batch_id, scores, ranks={})
             return True
@@ -406,13 +456,15 @@ class BatchWrites(Store):
         meta: dict[str, Any] | None = None,
         only_from: BatchState | None = None,
         fit_stats: dict[str, EssayFit] | None = None,
+        epoch: int | None = None,
     ) -> float | None:
         """Reach a terminal state exactly once, with scores, projections and one outbox event, in one
         transaction. Returns the batch's age in seconds (submit → now); None (and nothing written) if
         the batch was already terminal (or, with `only_from`, not in that state)."""
         assert target in TERMINAL_STATES
         async with self.engine.begin() as conn:
-            if not await self._transition(conn, batch_id, target, meta, reason=reason, only_from=only_from):
+            if not await self._transition(conn, batch_id, target, meta, reason=reason, only_from=only_from,
+                                          epoch=epoch):
                 return None
             age = (
                 await conn.execute(

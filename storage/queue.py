@@ -6,7 +6,7 @@ one database (the tests do).
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cjcore.admission import Queued
@@ -38,6 +38,22 @@ class BatchQueue(Store):
             return int((await conn.execute(
                 select(func.count()).select_from(batch_states)
                 .join(batches, batches.c.batch_id == batch_states.c.batch_id)
+                .where(batch_states.c.state.not_in(NOT_LIVE), of_deployment(self.namespace))
+            )).scalar_one())
+
+    async def backlog(self, pairs_per_essay: float) -> int:
+        """Comparisons the deployment's batches in progress have waiting for the provider: each batch's
+        outstanding attempts, or, between rounds (no attempt out), what its next round will ask for."""
+        outstanding = (batch_states.c.submitted_comparisons - batch_states.c.completed_comparisons
+                       - batch_states.c.failed_comparisons)
+        between = batch_states.c.state.in_([BatchState.INITIALIZING, BatchState.GENERATING_PAIRS, BatchState.SCORING])
+        next_round = func.least(
+            batch_states.c.total_budget - batch_states.c.submitted_comparisons,
+            func.ceil(func.coalesce(batch_states.c.metadata["n_essays"].as_integer(), 0) * pairs_per_essay))
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(
+                select(func.coalesce(func.sum(case((between, next_round), else_=outstanding)), 0))
+                .select_from(batch_states).join(batches, batches.c.batch_id == batch_states.c.batch_id)
                 .where(batch_states.c.state.not_in(NOT_LIVE), of_deployment(self.namespace))
             )).scalar_one())
 

@@ -82,6 +82,8 @@ batch_states = Table(
     Column("completion_reason", Text),
     Column("last_activity_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("owner_host", Text),  # the coordinator host holding the batch (0006)
+    Column("owner_epoch", BigInteger, nullable=False, server_default=text("0")),  # fencing epoch (0006)
     Index("ix_cj_batch_states_state", "state"),
 )
 

@@ -65,6 +65,20 @@ class SupervisionQueries(Store):
             ).all()
         return [r[0] for r in rows]
 
+    async def owned_by(self, host: str, namespace: str) -> list[str]:
+        """The deployment's admitted, non-terminal batches a coordinator host last claimed (its restart
+        rebuilds them)."""
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(batch_states.c.batch_id)
+                    .join(batches, batches.c.batch_id == batch_states.c.batch_id)
+                    .where(batch_states.c.state.not_in(NOT_LIVE), batch_states.c.owner_host == host,
+                           of_deployment(namespace))
+                )
+            ).all()
+        return [r[0] for r in rows]
+
     async def repair_missing_events(self) -> list[str]:
         """Terminal batches without their outbox event get it now (one statement; a batch that has any
         event is left alone, so this never makes a second one). Returns the repaired batch ids."""

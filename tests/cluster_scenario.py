@@ -89,13 +89,13 @@ def main(pg_url: str) -> dict[str, Any]:
             report["states"] = dict(Counter(r.state.value for r in results))
             report["invariant_violations"] = {b: v for b in ids if (v := await client.metrics.check_invariants(b))}
             report["events_per_batch"] = [len(await client.reads.events(b)) for b in ids]
-            # The long-lived actors of the removed node, restarted by Ray on the remaining nodes
-            # (coordinators of finished batches have exited).
+            # The long-lived actors of the removed node (coordinator hosts among them), restarted by Ray on the
+            # remaining nodes.
             placed = _placement(cluster.address, settings.ray_namespace)
             after = {n: node for node, names_ in placed.items() for n in names_}
             report["removed_node_pool_actors_now"] = {
                 n: ("elsewhere" if after.get(n) not in (None, victim_id) else "missing")
-                for n in report["on_removed_node"] if not n.startswith("cj-batch-")}
+                for n in report["on_removed_node"]}
 
     try:
         asyncio.run(run())

@@ -80,6 +80,7 @@ def stack(pg_url: str, sim_server: SimProvider, tmp_path_factory: pytest.TempPat
         state_dir=tmp_path_factory.mktemp("state"),
         workers=2,
         scorers=1,
+        coordinator_hosts=2,
         supervisor_interval_s=3600,
         max_processing_seconds=3600,
         provider_timeout_s=5,

@@ -16,6 +16,7 @@ from storage.database import restart_embedded
 from tests.helpers import (
     WebhookReceiver,
     essays,
+    host_of,
     in_flight,
     repo_call,
     run_batch,
@@ -40,13 +41,15 @@ def _rows_with_results(settings, batch_id):
                b=batch_id)[0][0]
 
 
-def test_a_coordinator_killed_mid_round_resumes_from_the_database(stack, sim):
+def test_a_coordinator_host_killed_mid_round_rebuilds_its_batches_from_the_database(stack, sim):
     sim.configure(latency_ms=300.0)
     batch_id = submit(stack, {"essays": essays(10, "kc"), "max_comparisons": 30})
     wait_until(lambda: len(in_flight(stack, batch_id)) > 0, what="a round in flight")
-    ray.kill(ray.get_actor(names.coordinator(batch_id), namespace=stack.ray_namespace), no_restart=False)
+    epoch = sql(stack, "SELECT owner_epoch FROM cj_batch_states WHERE batch_id = :b", b=batch_id)[0][0]
+    ray.kill(host_of(stack, batch_id), no_restart=False)  # every batch it held goes with it; Ray restarts it
     result = _finished_cleanly(stack, batch_id)
     assert result.counters.submitted == 30
+    assert sql(stack, "SELECT owner_epoch FROM cj_batch_states WHERE batch_id = :b", b=batch_id)[0][0] > epoch
 
 
 def test_a_worker_killed_mid_call_leaves_its_pairs_to_expiry_and_new_attempts(deployment, sim):
@@ -88,17 +91,21 @@ def test_the_scoring_actor_killed_during_scoring_is_restarted_and_the_fit_retrie
     assert ray.get(scorer.restarted.remote())  # the kills took: this is a restarted incarnation, and it answers
 
 
-def test_the_supervisor_killed_comes_back_and_recreates_a_missing_coordinator(deployment, sim):
-    settings = deployment()
+def test_the_supervisor_killed_comes_back_and_activates_an_admitted_batch_no_host_holds(deployment, sim):
+    settings = deployment(max_live_batches=1)
     supervisor = ray.get_actor(names.SUPERVISOR, namespace=settings.ray_namespace)
     ray.kill(supervisor, no_restart=False)
     sim.configure(latency_ms=300.0)
-    batch_id = submit(settings, {"essays": essays(8, "kv"), "max_comparisons": 20})
-    wait_until(lambda: len(in_flight(settings, batch_id)) > 0, what="a round in flight")
-    ray.kill(ray.get_actor(names.coordinator(batch_id), namespace=settings.ray_namespace), no_restart=True)
+    first = submit(settings, {"essays": essays(8, "kv"), "max_comparisons": 20})
+    wait_until(lambda: len(in_flight(settings, first)) > 0, what="a round in flight")
+    second = submit(settings, {"essays": essays(6, "kw"), "max_comparisons": 10})  # QUEUED: no room
+    # Admitted, as if admission had died between admitting it and its activation: no host knows it.
+    sql(settings, "UPDATE cj_batch_states SET state = 'INITIALIZING' WHERE batch_id = :b AND state = 'QUEUED'",
+        b=second)
     done = ray.get(supervisor.run_once.remote())  # the restarted Supervisor, holding no state of its own
-    assert done.get("coordinators_recreated", 0) >= 1
-    _finished_cleanly(settings, batch_id)
+    assert done.get("coordinators_recreated", 0) == 1
+    _finished_cleanly(settings, first)
+    _finished_cleanly(settings, second)
 
 
 def test_postgres_restarted_mid_run_loses_nothing(stack, sim, pg_data):
@@ -130,7 +137,8 @@ def test_down_then_up_resumes_every_batch_with_its_budget_and_counters(deploymen
 
     sim.configure(latency_ms=0.0)
     deploy(settings)
-    assert resume(settings).get("coordinators_recreated", 0) == 3
+    resume(settings)  # the new hosts rebuild what they held; the sweep adopts anything they did not
+    assert all(ray.get(host_of(settings, b).snapshot.remote(b)) is not None for b in ids)
     for batch_id in ids:
         result = _finished_cleanly(settings, batch_id)
         assert result.counters.total_budget == 40

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from actors import names
 from actors.deployment import metrics_url
 from cjcore.metrics_catalog import CATALOG
-from tests.helpers import essays, run_batches, sql, wait_until
+from tests.helpers import essays, host_of, run_batches, sql, wait_until
 
 
 def _scrape(url: str) -> dict[str, list]:
@@ -81,9 +81,8 @@ def test_batch_counters_equal_the_database_after_the_coordinators_are_gone(obser
     assert _value(samples, "cj_comparisons_total", outcome="submitted") == submitted
     (completed_batches,) = sql(settings, "SELECT count(*) FROM cj_batch_states WHERE state = 'COMPLETED'")[0]
     assert _value(samples, "cj_batches", state="COMPLETED") == completed_batches
-    for result in results:  # their coordinators have exited
-        with pytest.raises(ValueError):
-            ray.get_actor(names.coordinator(result.batch_id), namespace=settings.ray_namespace)
+    for result in results:  # their coordinators have left their hosts' memory
+        assert ray.get(host_of(settings, result.batch_id).snapshot.remote(result.batch_id)) is None
     assert _value(samples, "cj_batch_duration_seconds_count", state="COMPLETED") == 3
     assert _value(samples, "cj_batch_ssr_count") == 3
 

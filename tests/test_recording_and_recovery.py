@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError
 from actors import names
 from cjcore.contracts import BatchState, ComparisonResult, Winner
 from driver.api import CJClient
-from tests.helpers import essays, in_flight, repo_call, run_batch, sql, submit, wait_for, wait_until
+from tests.helpers import essays, host_of, in_flight, repo_call, run_batch, sql, submit, wait_for, wait_until
 
 
 def test_a_result_is_recorded_once_whatever_arrives_after_it(stack, sim):
@@ -19,13 +19,13 @@ def test_a_result_is_recorded_once_whatever_arrives_after_it(stack, sim):
     batch_id = submit(stack, {"essays": essays(3, "dup"), "max_comparisons": 3})
     wait_until(lambda: len(in_flight(stack, batch_id)) == 3, what="3 pairs in flight")
     cids = [r[0] for r in in_flight(stack, batch_id)]
-    coordinator = ray.get_actor(names.coordinator(batch_id), namespace=stack.ray_namespace)
+    host = host_of(stack, batch_id)
     verdicts = [ComparisonResult(cid, batch_id, Winner.ESSAY_A) for cid in cids]
-    assert ray.get(coordinator.record_results.remote(verdicts[:2])) == 2
-    assert ray.get(coordinator.record_results.remote(verdicts[:2])) == 0  # duplicate: no-op
+    assert ray.get(host.record_results.remote(batch_id, verdicts[:2])) == 2
+    assert ray.get(host.record_results.remote(batch_id, verdicts[:2])) == 0  # duplicate: no-op
     flipped = [ComparisonResult(cid, batch_id, Winner.ESSAY_B) for cid in cids[:2]]
-    assert ray.get(coordinator.record_results.remote(flipped)) == 0  # a different late answer: still no-op
-    assert ray.get(coordinator.expire.remote(cids, 0.0)) == 1  # expiry only takes the one without a result
+    assert ray.get(host.record_results.remote(batch_id, flipped)) == 0  # a different late answer: still no-op
+    assert ray.get(host.expire.remote(batch_id, cids, 0.0)) == 1  # expiry only takes the one without a result
     sim.configure(timeout_rate=0.0)
     result = wait_for(stack, batch_id)
     assert result.state is BatchState.COMPLETED
@@ -143,8 +143,7 @@ def test_continuation_rounds_rebuild_the_original_request_after_a_coordinator_re
     batch_id = submit(stack, data)
     wait_until(lambda: sql(stack, "SELECT count(*) FROM cj_comparison_pairs WHERE batch_id = :b AND iteration >= 2",
                             b=batch_id)[0][0] > 0, what="a continuation round")
-    coordinator = ray.get_actor(names.coordinator(batch_id), namespace=stack.ray_namespace)
-    ray.kill(coordinator, no_restart=False)  # Ray restarts it; it rebuilds everything from the database
+    ray.kill(host_of(stack, batch_id), no_restart=False)  # Ray restarts it; it rebuilds its batches from the database
     result = wait_for(stack, batch_id)
     assert result.state is BatchState.COMPLETED and result.counters.iterations >= 2
 
