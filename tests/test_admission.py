@@ -35,11 +35,20 @@ def test_admission_stays_within_the_live_and_the_start_bounds(live, starting, ma
     assert admission.to_admit(live, starting, max_live, start) == expected
 
 
-def test_the_default_live_bound_follows_cores_and_memory():
+def test_the_default_bound_on_batches_in_progress_follows_memory_not_cores():
     gib = 2**30
-    assert admission.default_max_live(2, 16 * gib) == 50  # 25 per core; memory allows 81
-    assert admission.default_max_live(64, 16 * gib) == 81  # half of 16 GiB at 100 MB each
-    assert admission.default_max_live(0.1, 0.1 * gib) == 1
+    assert admission.default_max_live(16 * gib) == 2048  # a quarter of 16 GiB at 2 MiB a batch
+    assert admission.default_max_live(0.001 * gib) == 1
+
+
+def test_admission_by_work_keeps_the_backlog_near_its_target_and_always_admits_under_it():
+    queue = [Queued(f"q{i}", 100, 36, waited_s=0.0) for i in range(10)]  # 36 comparisons a first round
+    picked = admission.admit_by_work(queue, room=10, backlog=0, backlog_target=100, pairs_per_essay=1.0)
+    assert [q.batch_id for q in picked] == ["q0", "q1", "q2"]  # 0, 36, 72 < 100; then 108 ≥ 100
+    assert admission.admit_by_work(queue, room=10, backlog=100, backlog_target=100, pairs_per_essay=1.0) == []
+    assert len(admission.admit_by_work(queue, room=4, backlog=0, backlog_target=None, pairs_per_essay=1.0)) == 4
+    big = [Queued("big", 10_000, 2_000, waited_s=0.0)]  # larger than the target alone: still admitted
+    assert admission.admit_by_work(big, room=1, backlog=0, backlog_target=100, pairs_per_essay=1.0) == big
 
 
 def _overlap(intervals: list[tuple[float, float]]) -> int:
