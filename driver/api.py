@@ -204,6 +204,18 @@ class CJClient:
             report["coordinator"] = None
         return report
 
+    async def admission_bound(self) -> str | None:
+        """One line on what bounds the batches in progress, and why (None: no deployment to ask)."""
+        try:
+            if not ray.is_initialized():
+                return None
+            s = await asyncio.wait_for(self._admission().stats.remote(), 10)
+        except (CJError, ray.exceptions.RayError, TimeoutError):
+            return None
+        target = "no work bound" if s["backlog_target"] is None else f"backlog target {s['backlog_target']}"
+        return (f"in progress {s['live']} of at most {s['max_live']} ({s['max_live_why']}); queued {s['queued']}; "
+                f"comparisons waiting for the provider {s['backlog']}, {target} ({s['backlog_why']})")
+
     async def health(self, batch_id: str | None = None) -> list[dict[str, Any]]:
         """Rows of cj_batch_health; a QUEUED batch also gets its place in the admission queue (1: next)."""
         rows = await self.reads.health(batch_id)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from cjcore.contracts import TERMINAL_STATES, BatchRequest, BatchResult, BatchState, parse_batch_request
-from cjcore.errors import ConfigError, InvalidRequest
+from cjcore.errors import CJError, ConfigError, InvalidRequest
 from cjcore.settings import Settings
 from driver import render
 from driver.output import emit, print_result, progress_printer
@@ -100,6 +100,9 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from driver.api import CJClient
 
     settings = deployment_settings(settings)
+    if args.id is None and not args.json:  # the list ends with admission's bound, when a deployment answers
+        with contextlib.suppress(CJError):
+            init_ray(settings, local=False)
 
     async def run() -> int:
         async with CJClient(settings) as client:
@@ -114,6 +117,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
                 emit(json.dumps(rows if args.id is None else rows[0], default=str, indent=2))
             else:
                 render.health_table(rows)
+                if args.id is None and (bound := await client.admission_bound()):
+                    print(bound)
             return 0
 
     return asyncio.run(run())

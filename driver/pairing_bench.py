@@ -32,10 +32,12 @@ from typing import Any
 import numpy as np
 
 from cjcore import bradley_terry, pairing
+from cjcore.batch_book import BatchBook, Outcome
 from cjcore.completion import Policy, decide
 from cjcore.contracts import GRADE_SCALE, Comparison, Counters, PlannedPair, Winner, denominator, usable_pairs
 from cjcore.grade_projection import Anchor, Projection, boundaries, project
 from cjcore.misfit import misfit_flags
+from cjcore.retry import Attempt
 from cjcore.sample import eng5_quality, eng5_request
 from cjcore.scores import BTFit, max_score_change
 from simprovider.judge import Judge
@@ -100,29 +102,32 @@ class Batch:
     fit: BTFit | None = None
 
     def rounds(self) -> Iterator[tuple[BTFit, float | None]]:
-        """After each round: the fit and the largest score change since the previous one."""
-        n, held = len(self.ids), frozenset(self.fixed)
-        attempted: Counter[pairing.Key] = Counter()
-        usable = usable_pairs(n, len(held))
-        scores: dict[str, float] = {}
-        ses: dict[str, float] = {}
-        iteration = 0
-        while len(self.comparisons) < self.budget:
-            iteration += 1
-            size = pairing.round_size(n, 1.0, self.budget - len(self.comparisons), usable - len(attempted))
-            rng = pairing.round_rng(self.seed, self.strategy, iteration)
-            if not attempted:
-                planned = pairing.first_round(self.ids, size, rng, held)
-            elif self.strategy == "adaptive":
-                planned = pairing.next_round(self.ids, attempted, scores, ses, size, rng, held)
+        """After each round: the fit and the largest score change since the previous one. The rounds are the
+        coordinator's own bookkeeping (cjcore.batch_book), fed by the simulated judge instead of the pool."""
+        n = len(self.ids)
+        policy = Policy(threshold_pct=100, stability_threshold=0.0, max_iterations=10**9)
+        book = BatchBook(batch_id=self.strategy, essay_ids=self.ids, policy=policy, held=frozenset(self.fixed),
+                         seed=self.seed)
+        counters = Counters(total_budget=self.budget)
+        while counters.submitted < self.budget:
+            if self.strategy == "adaptive" or not book.attempted:
+                planned = book.plan_round(counters)
             else:
-                planned = _random_round(self.ids, attempted, size, rng, held)
-            for p in planned:
-                attempted[pairing.pair_key(p.essay_a_id, p.essay_b_id)] += 1
-                self.comparisons.append(_verdict(self.judge, p))
+                size = pairing.round_size(n, 1.0, self.budget - counters.submitted,
+                                          usable_pairs(n, len(self.fixed)) - len(book.attempted))
+                rng = pairing.round_rng(self.seed, self.strategy, counters.iterations + 1)
+                planned = _random_round(self.ids, book.attempted, size, rng, book.held)
+            rows = [Attempt(f"{counters.iterations + 1}-{i}", p.essay_a_id, p.essay_b_id, 1)
+                    for i, p in enumerate(planned)]
+            book.sent(rows)
+            verdicts = [_verdict(self.judge, p) for p in planned]
+            self.comparisons.extend(verdicts)
+            counters = Counters(self.budget, counters.submitted + len(rows), counters.completed + len(rows), 0,
+                                counters.iterations + 1)
+            book.record((Outcome(r.correlation_id, v.winner) for r, v in zip(rows, verdicts, strict=True)), now=0.0)
             self.fit = bradley_terry.fit(self.ids, self.comparisons, fixed=self.fixed)
-            change = max_score_change(scores, self.fit.score_of())
-            scores, ses = self.fit.score_of(), self.fit.se_of()
+            change = max_score_change(book.last_scores, self.fit.score_of())
+            book.fitted(self.fit, counters)
             yield self.fit, change
 
 

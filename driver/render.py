@@ -52,9 +52,9 @@ def result_table(result: BatchResult) -> None:
 
 def health_table(rows: list[dict[str, Any]]) -> None:
     table = Table()
-    cols = ["batch_id", "state", "queue_position", "total_budget", "submitted_comparisons", "completed_comparisons",
-            "failed_comparisons", "in_flight", "anchors", "projections", "events", "age_s"]
-    heads = ["batch", "state", "queue", "budget", "submitted", "completed", "failed", "in flight", "anchors",
+    cols = ["batch_id", "state", "host", "queue_position", "total_budget", "submitted_comparisons",
+            "completed_comparisons", "failed_comparisons", "in_flight", "anchors", "projections", "events", "age_s"]
+    heads = ["batch", "state", "host", "queue", "budget", "submitted", "completed", "failed", "in flight", "anchors",
              "projections", "events", "age s"]
     for h in heads:
         table.add_column(h, no_wrap=h in ("batch", "state"))

@@ -144,10 +144,11 @@ class ReadModels(Store):
                        cache_write_tokens=row.cw, usd=round(float(row.usd), 6))
 
     async def health(self, batch_id: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT * FROM cj_batch_health"
+        # `host`: the coordinator host that last claimed the batch (cj-coordinators-<i>).
+        sql = "SELECT h.*, s.owner_host AS host FROM cj_batch_health h JOIN cj_batch_states s USING (batch_id)"
         params: dict[str, Any] = {}
         if batch_id is not None:
-            sql += " WHERE batch_id = :b"
+            sql += " WHERE h.batch_id = :b"
             params["b"] = batch_id
         async with self.engine.connect() as conn:
             rows = (await conn.execute(text(sql + " ORDER BY created_at"), params)).mappings().all()
