@@ -29,11 +29,46 @@ from ray.exceptions import RayError
 
 from actors import metrics, names
 from cjcore.contracts import ComparisonRequest, ComparisonResult
-from cjcore.rate_limit import acquire_depth
+from cjcore.rate_limit import acquire_depth, calls_in_flight
 from cjcore.retrying import retrying
 from cjcore.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+MIN_SLOTS = 16  # calls in flight per worker before latencies are known (Messages mode, adaptive)
+
+
+class Slots:
+    """A semaphore whose size can change: calls at the provider at once."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.used = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> None:
+        while self.used >= self.size:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+        self.used += 1
+
+    def release(self) -> None:
+        self.used -= 1
+        self._wake()
+
+    def resize(self, size: int) -> None:
+        self.size = size
+        self._wake()
+
+    def _wake(self) -> None:
+        free = self.size - self.used
+        while free > 0 and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                free -= 1
 
 
 class ResultSender:
@@ -118,7 +153,11 @@ class ProviderWorker:
         self._dropped: set[str] = set()
         self._work = asyncio.Event()
         # Calls at the provider at once: comparisons in "messages" mode, Message Batches in "batches" mode.
-        self._slots = asyncio.Semaphore(settings.batches_in_flight if self._batches else settings.worker_max_in_flight)
+        self._slots = Slots(settings.batches_in_flight if self._batches else settings.worker_max_in_flight or MIN_SLOTS)
+        # Latencies of recent answered calls: the calls in flight follow them (Little's law), unless fixed.
+        self._latencies: deque[float] = deque(maxlen=256)
+        self._adaptive = not self._batches and settings.worker_max_in_flight is None
+        self._answered = 0
         # Permit requests waiting at the limiter at once (the rest wait in the round-robin queues).
         self._asking = asyncio.Semaphore(acquire_depth(settings.requests_per_minute, settings.workers))
         self._estimate = provider_call.estimate_input_tokens
@@ -201,6 +240,7 @@ class ProviderWorker:
             "queued": sum(len(q) for q in self._queues.values()),
             "batches_queued": len(self._queues),
             "calls": self._calls,
+            "slots": self._slots.size,
             "delivered": self._sender.delivered,
             "dropped": self._sender.dropped,
         }
@@ -364,6 +404,12 @@ class ProviderWorker:
         for req, outcome in zip(reqs, outcomes, strict=True):
             result = outcome.result
             self._record_metrics(req, result)
+            if result.http_status == 200 or result.error_type is None:
+                self._latencies.append(result.latency_ms / 1000.0)
+                self._answered += 1
+                if self._adaptive and self._answered % 16 == 0:
+                    s = self._settings
+                    self._slots.resize(calls_in_flight(s.requests_per_minute, self._latencies, s.workers, MIN_SLOTS))
             if result.error_type is not None:
                 # One structured line per failure: ids, status and limits; never the key or essay text.
                 log.warning("provider error %s", json.dumps({

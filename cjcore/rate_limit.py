@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cjcore.token_bucket import TokenBucket
@@ -224,3 +224,19 @@ def acquire_depth(requests_per_minute: int, workers: int) -> int:
     a batch that arrives next (the round-robin across batches happens in the workers' queues). One at a
     time served ~8 requests/s per worker under load; unbounded, a new small batch waited behind them all."""
     return max(2, math.ceil(requests_per_minute / 60 * LIMITER_ROUND_TRIP_S / workers))
+
+
+IN_FLIGHT_HEADROOM = 1.5  # above Little's law: latency varies, and a slot is held a little past the answer
+IN_FLIGHT_QUANTILE = 0.9  # of the latencies observed
+
+
+def calls_in_flight(requests_per_minute: int, latencies_s: Sequence[float], workers: int, floor: int) -> int:
+    """Calls one worker keeps at the provider at once (Messages mode), by Little's law: the pool's rate per
+    second × a high quantile of the latency observed × headroom, shared by the workers; `floor` until
+    latencies are known, and never below it. A constant instead caps the pool at slots / latency whatever the
+    rate limit: 2 workers × 64 slots at 3 s answered 43/s of a 67/s limit."""
+    if not latencies_s:
+        return floor
+    ordered = sorted(latencies_s)
+    latency = ordered[min(len(ordered) - 1, int(IN_FLIGHT_QUANTILE * len(ordered)))]
+    return max(floor, math.ceil(requests_per_minute / 60 * latency * IN_FLIGHT_HEADROOM / workers))

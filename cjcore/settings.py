@@ -61,7 +61,9 @@ class Settings(BaseSettings):
 
     # Provider pool
     workers: int = Field(default=2, ge=1, le=256)
-    worker_max_in_flight: int = Field(default=64, ge=1, le=10_000)
+    # Calls at the provider at once per worker (Messages mode). None: sized by Little's law from the rate limit
+    # and the latency observed (cjcore/rate_limit.py calls_in_flight), at least 16; a number: that, fixed.
+    worker_max_in_flight: int | None = Field(default=None, ge=1, le=10_000)
     requests_per_minute: int = Field(default=4_000, ge=1)
     tokens_per_minute: int = Field(default=2_000_000, ge=1)  # input tokens/min
     output_tokens_per_minute: int | None = Field(default=None, ge=1)

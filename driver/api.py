@@ -209,7 +209,7 @@ class CJClient:
         try:
             if not ray.is_initialized():
                 return None
-            s = await asyncio.wait_for(self._admission().stats.remote(), 10)
+            s: dict[str, Any] = await asyncio.wait_for(self._admission().stats.remote(), 10)
         except (CJError, ray.exceptions.RayError, TimeoutError):
             return None
         target = "no work bound" if s["backlog_target"] is None else f"backlog target {s['backlog_target']}"

@@ -13,7 +13,7 @@ from typing import Any
 # `ray::<actor name>:<Class>.__init__` while its constructor runs; a worker not yet an actor is `ray::IDLE`.
 _ACTOR = re.compile(r"^ray::(?:[\w.-]+:)?(\w+)")
 _ACTOR_GROUPS = {
-    "BatchCoordinator": "coordinators",
+    "CoordinatorHost": "coordinator hosts",
     "ProviderWorker": "provider workers (anthropic SDK)",
     "ScoringActor": "scoring (Bradley-Terry)",
     "RateLimiter": "rate limiter",
@@ -64,13 +64,12 @@ class MemoryFigures:
     # Memory in use on this node (total − available, so shared pages count once), before and at the peak.
     baseline_mb: float = 0.0
     peak_mb: float = 0.0
-    peak_live_coordinators: int = 0
-    coordinator_private_mb: float = 0.0  # mean resident minus shared memory of one live coordinator
+    coordinator_private_mb: float = 0.0  # mean resident minus shared memory of one coordinator host
 
 
 async def sample_memory(stop: asyncio.Event, every_s: float = 1.0) -> MemoryFigures:
-    """Memory in use on this node until `stop`, with the live coordinators counted and measured on their
-    own (resident minus shared: what one more coordinator adds)."""
+    """Memory in use on this node until `stop`, with the coordinator hosts measured on their own (resident
+    minus shared)."""
     import psutil
 
     out = MemoryFigures()
@@ -82,7 +81,7 @@ async def sample_memory(stop: asyncio.Event, every_s: float = 1.0) -> MemoryFigu
         used = float(vm.total - vm.available)
         coordinators = []
         for proc in psutil.process_iter():
-            if groups.of(proc) != "coordinators":
+            if groups.of(proc) != "coordinator hosts":
                 continue
             try:
                 mem = proc.memory_info()
@@ -92,7 +91,6 @@ async def sample_memory(stop: asyncio.Event, every_s: float = 1.0) -> MemoryFigu
         if first:
             out.baseline_mb, first = used / 2**20, False
         out.peak_mb = max(out.peak_mb, used / 2**20)
-        out.peak_live_coordinators = max(out.peak_live_coordinators, len(coordinators))
         private += coordinators
         if stop.is_set():
             break

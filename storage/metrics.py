@@ -97,15 +97,17 @@ FROM cj_batch_states s JOIN cj_batches b USING (batch_id) WHERE s.batch_id = :b"
             bad.append(f"{row.events} outbox events for a batch still {row.state}")
         return bad
 
-    async def progress_of(self, batch_ids: Sequence[str]) -> tuple[set[str], int]:
-        """(The batches in a terminal state, results recorded) over these batches: a load test's progress."""
+    async def progress_of(self, batch_ids: Sequence[str]) -> tuple[set[str], int, int]:
+        """(The batches in a terminal state, results recorded, batches in progress: admitted and not terminal)
+        over these batches: a load test's progress."""
         async with self.engine.connect() as conn:
             rows = (await conn.execute(
                 select(batch_states.c.batch_id, batch_states.c.state.in_(list(TERMINAL_STATES)),
-                       batch_states.c.completed_comparisons + batch_states.c.failed_comparisons)
+                       batch_states.c.completed_comparisons + batch_states.c.failed_comparisons,
+                       batch_states.c.state == BatchState.QUEUED)
                 .where(batch_states.c.batch_id.in_(list(batch_ids)))
             )).all()
-        return {r[0] for r in rows if r[1]}, sum(int(r[2]) for r in rows)
+        return {r[0] for r in rows if r[1]}, sum(int(r[2]) for r in rows), sum(1 for r in rows if not r[1] and not r[3])
 
     async def load_report(self, ids: Sequence[str], others: Sequence[str] = ()) -> dict[str, Any]:
         """A load test's batches `ids` counted from the rows; `others` (another batch that went through the

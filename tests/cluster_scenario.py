@@ -77,7 +77,7 @@ def main(pg_url: str) -> dict[str, Any]:
             worker_ids = {w.node_id for w in workers}
             victim_id = max(worker_ids, key=lambda n: len(before.get(n, [])))
             victim = next(w for w in workers if w.node_id == victim_id)
-            _, recorded = await client.metrics.progress_of(ids)
+            _, recorded, _ = await client.metrics.progress_of(ids)
             report.update(
                 nodes_with_actors=len(before),
                 actors_per_node=sorted(len(v) for v in before.values()),

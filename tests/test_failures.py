@@ -132,7 +132,7 @@ def test_down_then_up_resumes_every_batch_with_its_budget_and_counters(deploymen
     assert called and all(rows[cid] is not None for cid in called)
     assert any(winner is None for winner in rows.values())  # what was dropped from the queues waits for `up`
     before = {b: repo_call(settings, "state_of", b) for b in ids}
-    assert all(state not in {BatchState.COMPLETED, BatchState.FAILED} for state, _ in before.values())
+    assert all(state not in {BatchState.COMPLETED, BatchState.FAILED} for state, _ in before.values()), before
     assert all(repo_call(settings, "check_invariants", b) == [] for b in ids)
 
     sim.configure(latency_ms=0.0)

@@ -64,3 +64,14 @@ def test_a_justification_is_stored_without_control_characters_and_cut_to_length(
         "winner": "A", "confidence": 4, "justification": "clear\x00 argument\x1b[2J\nwell made" + "x" * 400}}])
     assert "\x00" not in verdict.justification and "\x1b" not in verdict.justification
     assert verdict.justification.startswith("clear argument[2J\nwell made") and len(verdict.justification) == 300
+
+
+def test_calls_in_flight_follow_the_rate_limit_and_the_latency_observed():
+    from cjcore.rate_limit import calls_in_flight
+
+    assert calls_in_flight(4_000, [], workers=2, floor=16) == 16  # nothing observed yet
+    # 4,000/min at ~3 s: Little's law says ~200 calls in flight for the pool, +50% headroom, over 2 workers.
+    assert calls_in_flight(4_000, [3.0] * 100, workers=2, floor=16) == 150
+    # The 90th percentile, not the mean: a slow tail needs the slots.
+    assert calls_in_flight(4_000, [0.5] * 85 + [6.0] * 15, workers=2, floor=16) == 300
+    assert calls_in_flight(60, [0.2] * 10, workers=2, floor=16) == 16  # never below the floor
