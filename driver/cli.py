@@ -159,14 +159,17 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--json", action="store_true")
     lt.set_defaults(func=cmd_loadtest)
 
-    b = sub.add_parser("bench", help="performance figures: e2e (default), ratelimit, pairing, fit or throughput")
-    b.add_argument("what", nargs="?", default="e2e", choices=["e2e", "ratelimit", "pairing", "fit", "throughput"])
+    b = sub.add_parser("bench", help="performance figures: e2e (default), ratelimit, pairing, fit, throughput or hosts")
+    b.add_argument("what", nargs="?", default="e2e",
+                   choices=["e2e", "ratelimit", "pairing", "fit", "throughput", "hosts"])
     b.add_argument("--runs", type=int, default=3, help="e2e: timed runs after a warm-up")
     b.add_argument("--rpm", type=int, default=600, help="ratelimit: the server's requests/min")
     b.add_argument("--tpm", type=int, default=200_000, help="ratelimit: the server's input tokens/min")
     b.add_argument("--requests", type=int, default=400, help="ratelimit: the fixed workload")
     b.add_argument("--batches", type=_positive_int("--batches"), default=None,
-                   help="ratelimit: batches the workload is split into (4); throughput: batches at once (8)")
+                   help="ratelimit: batches the workload is split into (4); throughput: batches at once (8); "
+                        "hosts: batches in progress at once (10,000)")
+    b.add_argument("--passivate-after-s", type=float, default=5.0, help="hosts: CJ_PASSIVATE_AFTER_S")
     b.add_argument("--budget", type=_positive_int("--budget"), default=5_000,
                    help="throughput: comparisons per batch")
     b.add_argument("--mode", choices=["batches", "messages"], default="batches",
@@ -174,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--workers", type=_positive_int("--workers"), default=2, help="throughput: provider workers")
     b.add_argument("--pairs-per-essay", type=float, default=4.0,
                    help="throughput: round size, pairs per essay (CJ_PAIRS_PER_ESSAY_PER_ROUND)")
-    b.add_argument("--timeout", type=float, default=600.0, help="throughput: give up after this many seconds")
+    b.add_argument("--timeout", type=float, default=600.0,
+                   help="throughput, hosts: give up after this many seconds")
     b.add_argument("--latency-ms", type=float, default=200.0, help="ratelimit: simulated response latency")
     b.add_argument("--concurrency", type=int, default=16, help="ratelimit: the baseline's semaphore")
     b.add_argument("--students", type=_positive_int("--students"), nargs="+", default=None,

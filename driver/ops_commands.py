@@ -174,7 +174,8 @@ def _run_loadtest(settings: Settings, plan: Any, sim_config: SimConfig, update: 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     throughput = args.what == "throughput"
-    args.batches = args.batches or (8 if throughput else 4)
+    if args.what != "hosts":
+        args.batches = args.batches or (8 if throughput else 4)
     if throughput:
         args.students = (args.students or [138])[0]
     else:
@@ -203,6 +204,13 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
             render.report_table("bench throughput", {k: v for k, v in report.items() if k != "where_the_time_goes"})
             render.cpu_table(report["where_the_time_goes"])
         return 0 if report["all_persisted"] and report["invariants_ok"] else 1
+    if args.what == "hosts":
+        from driver.hosts_bench import run_hosts_bench
+
+        with contextlib.redirect_stdout(sys.stderr):
+            report = run_hosts_bench(args, settings, local_stack)
+        emit(json.dumps(report, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in report.items()))
+        return 0 if report["in_progress"] == report["batches"] else 1
     from driver.bench import run_bench, run_ratelimit_bench
 
     run = run_ratelimit_bench if args.what == "ratelimit" else run_bench

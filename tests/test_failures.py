@@ -138,7 +138,6 @@ def test_down_then_up_resumes_every_batch_with_its_budget_and_counters(deploymen
     sim.configure(latency_ms=0.0)
     deploy(settings)
     resume(settings)  # the new hosts rebuild what they held; the sweep adopts anything they did not
-    assert all(ray.get(host_of(settings, b).snapshot.remote(b)) is not None for b in ids)
     for batch_id in ids:
         result = _finished_cleanly(settings, batch_id)
         assert result.counters.total_budget == 40
