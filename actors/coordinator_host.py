@@ -93,6 +93,26 @@ class CoordinatorHost:
             self._lost(batch_id, c)
             raise
 
+    async def record_many(self, results: list[ComparisonResult]) -> list[str]:
+        """A worker's results for any of this host's batches, in one call; returns the correlation ids
+        acknowledged (committed, or of a batch that takes nothing more). A batch whose coordinator fails to
+        record its part leaves those out, and the worker sends them again."""
+        by_batch: dict[str, list[ComparisonResult]] = {}
+        for r in results:
+            by_batch.setdefault(r.batch_id, []).append(r)
+
+        async def one(batch_id: str, part: list[ComparisonResult]) -> list[str]:
+            try:
+                await self.record_results(batch_id, part)
+            except Exception as exc:  # this batch's part is re-sent; the others are acknowledged
+                log.warning("%s: batch %s: %d results not recorded (%s)", self.name, batch_id, len(part),
+                            type(exc).__name__, extra={"batch_id": batch_id})
+                return []
+            return [r.correlation_id for r in part]
+
+        acked = await asyncio.gather(*(one(b, part) for b, part in by_batch.items()))
+        return [cid for part in acked for cid in part]
+
     async def expire(self, batch_id: str, correlation_ids: list[str], limit_s: float) -> int:
         c = await self._get(batch_id)
         return 0 if c is None else await c.expire(correlation_ids, limit_s)

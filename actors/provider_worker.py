@@ -36,6 +36,7 @@ from cjcore.settings import Settings
 log = logging.getLogger(__name__)
 
 
+REPORT_EVERY_S = 0.05  # limiter reports are gathered this long (one Ray call per key, not per comparison)
 MIN_SLOTS = 16  # calls in flight per worker before latencies are known (Messages mode, adaptive)
 
 
@@ -71,17 +72,23 @@ class Slots:
                 free -= 1
 
 
+class _NotAcknowledged(Exception):
+    """Some results of a delivery were not acknowledged (their batch's coordinator failed to record them)."""
+
+
 class ResultSender:
-    """Delivers results to each batch's coordinator host, coalescing what arrives while a delivery is in
-    flight."""
+    """Delivers results to the coordinator hosts: one call per host for whatever arrived while its previous
+    delivery was in flight, whichever batches they belong to (a call per result costs a Ray round trip on each
+    side; with many batches in progress, per-batch coalescing left mostly one result a call). Results a host
+    does not acknowledge are re-sent until CJ_RESULT_DELIVERY_TIMEOUT_S."""
 
     def __init__(self, namespace: str, hosts: int, timeout_s: float, done: Callable[[list[str]], None]):
         self._namespace = namespace
         self._hosts = hosts
-        self._done = done  # told the ids acknowledged or given up on ([] when a batch's deliveries end)
+        self._done = done  # told the ids acknowledged or given up on ([] when a host's deliveries end)
         self._timeout_s = timeout_s
-        self._pending: dict[str, list[ComparisonResult]] = {}
-        self._flushing: set[str] = set()
+        self._pending: dict[int, list[ComparisonResult]] = {}
+        self._flushing: set[int] = set()
         self._handles: dict[int, ray.actor.ActorHandle] = {}  # one per host: bounded, whatever the history
         self.delivered = 0
         self.dropped = 0
@@ -93,25 +100,27 @@ class ResultSender:
         return sum(len(v) for v in self._pending.values())
 
     def add(self, result: ComparisonResult) -> None:
-        self._pending.setdefault(result.batch_id, []).append(result)
-        if result.batch_id not in self._flushing:
-            self._flushing.add(result.batch_id)
-            asyncio.get_running_loop().create_task(self._flush(result.batch_id))
+        index = names.host_index(result.batch_id, self._hosts)
+        self._pending.setdefault(index, []).append(result)
+        if index not in self._flushing:
+            self._flushing.add(index)
+            asyncio.get_running_loop().create_task(self._flush(index))
 
-    async def _flush(self, batch_id: str) -> None:
+    async def _flush(self, index: int) -> None:
         try:
-            while self._pending.get(batch_id):
-                await self._deliver(batch_id, self._pending.pop(batch_id))
+            while self._pending.get(index):
+                await self._deliver(index, self._pending.pop(index))
         finally:
-            self._flushing.discard(batch_id)
+            self._flushing.discard(index)
             self._done([])
 
-    async def _deliver(self, batch_id: str, results: list[ComparisonResult]) -> None:
-        index = names.host_index(batch_id, self._hosts)
+    async def _deliver(self, index: int, results: list[ComparisonResult]) -> None:
+        left = results
 
         def unavailable(exc: Exception) -> bool:  # ValueError: no actor of that name (yet, or any more)
-            self._handles.pop(index, None)
-            return isinstance(exc, RayError | ValueError)
+            if not isinstance(exc, _NotAcknowledged):
+                self._handles.pop(index, None)
+            return isinstance(exc, RayError | ValueError | _NotAcknowledged)
 
         try:
             async for attempt in retrying(unavailable, within_s=self._timeout_s, first_s=0.05):
@@ -120,13 +129,16 @@ class ResultSender:
                     if handle is None:
                         handle = ray.get_actor(names.coordinator_host(index), namespace=self._namespace)
                         self._handles[index] = handle
-                    await handle.record_results.remote(batch_id, results)
-        except (RayError, ValueError) as exc:
+                    acked = set(await handle.record_many.remote(left))
+                    left = [r for r in left if r.correlation_id not in acked]
+                    if left:
+                        raise _NotAcknowledged
+        except (RayError, ValueError, _NotAcknowledged) as exc:
             # The rows stay without a result; the Supervisor expires them (invariant 7).
-            self.dropped += len(results)
-            log.warning("batch %s: gave up delivering %d results: %s", batch_id, len(results), type(exc).__name__)
-        else:
-            self.delivered += len(results)
+            self.dropped += len(left)
+            log.warning("gave up delivering %d results to %s: %s", len(left), names.coordinator_host(index),
+                        type(exc).__name__)
+        self.delivered += len(results) - len(left)
         self._done([r.correlation_id for r in results])
 
 
@@ -157,6 +169,8 @@ class ProviderWorker:
         # Latencies of recent answered calls: the calls in flight follow them (Little's law), unless fixed.
         self._latencies: deque[float] = deque(maxlen=256)
         self._adaptive = not self._batches and settings.worker_max_in_flight is None
+        self._reports: dict[str, list[Any]] = {}  # limiter reports not yet sent, by key
+        self._reporting = False
         self._answered = 0
         # Permit requests waiting at the limiter at once (the rest wait in the round-robin queues).
         self._asking = asyncio.Semaphore(acquire_depth(settings.requests_per_minute, settings.workers))
@@ -395,12 +409,28 @@ class ProviderWorker:
             usage = (getattr(grant, "input_tokens", 0), 0)
         return usage, outcome.retry_after_s if status in (429, 529) else None
 
+    def _report(self, key: str, items: list[Any]) -> None:
+        """Reports to the limiter go in one call per key every REPORT_EVERY_S, not one per comparison."""
+        self._reports.setdefault(key, []).extend(items)
+        if not self._reporting:
+            self._reporting = True
+            asyncio.get_running_loop().call_later(REPORT_EVERY_S, self._flush_reports)
+
+    def _flush_reports(self) -> None:
+        self._reporting = False
+        reports, self._reports = self._reports, {}
+
+        async def send(key: str, items: list[Any]) -> None:
+            try:
+                await self._limiter.report.remote(key, items)
+            except RayError as exc:  # a restarting limiter relearns from the next response's headers
+                log.warning("rate limiter unavailable for a report (%s)", type(exc).__name__)
+
+        for key, items in reports.items():
+            asyncio.get_running_loop().create_task(send(key, items))
+
     async def _settle(self, key: str, reqs: list[ComparisonRequest], grants: list[Any], outcomes: list[Any]) -> None:
-        try:
-            await self._limiter.report.remote(
-                key, [(g, o.headers, *self._usage(g, o)) for g, o in zip(grants, outcomes, strict=True)])
-        except RayError as exc:  # a restarting limiter relearns from the next response's headers
-            log.warning("rate limiter unavailable for a report (%s)", type(exc).__name__)
+        self._report(key, [(g, o.headers, *self._usage(g, o)) for g, o in zip(grants, outcomes, strict=True)])
         for req, outcome in zip(reqs, outcomes, strict=True):
             result = outcome.result
             self._record_metrics(req, result)

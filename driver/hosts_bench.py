@@ -111,7 +111,7 @@ def run_hosts_bench(args: argparse.Namespace, settings: Settings, local_stack: A
                 passivate_s = await _until(all_passivated, args.timeout)
                 passive_hosts = _hosts_rss_mb()
                 sample = random.Random(1).sample(ids, min(200, n))
-                activation_ms = []
+                activation_ms: list[float] = []
                 for batch_id in sample:
                     host = host_for(batch_id, settings)
                     t0 = time.perf_counter()

@@ -39,8 +39,10 @@ def async_url(url: str) -> str:
 
 
 def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10) -> AsyncEngine:
-    # pre-ping: a pooled connection that died with a PostgreSQL restart is replaced, not failed once.
-    return create_async_engine(async_url(url), pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
+    # No pre-ping: it cost a round trip per transaction (9% of a coordinator host's CPU under load). A pooled
+    # connection that died with a PostgreSQL restart fails its first use, SQLAlchemy invalidates the pool's
+    # older connections, and storage/outage.py retries the call on a fresh one.
+    return create_async_engine(async_url(url), pool_size=pool_size, max_overflow=max_overflow)
 
 
 def embedded_pgdata(state_dir: Path) -> Path:

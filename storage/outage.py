@@ -3,8 +3,9 @@ retried with jittered backoff (cjcore.retrying) until `outage_s` has passed (the
 
 What counts as "gone": the socket refused or reset, SQLSTATE class 08 (connection exception) or 57P
 (admin shutdown, "cannot connect now" while the server starts), or SQLAlchemy marking the connection
-invalidated. The pool pre-pings on checkout, so a connection that died while idle is replaced, not
-failed. A retried call repeats a whole transaction; every write the stores make is idempotent or
+invalidated. A connection that died while idle fails its first use and the call is retried on a fresh one
+(SQLAlchemy invalidates the pool's older connections on a disconnect). A retried call repeats a whole
+transaction; every write the stores make is idempotent or
 guarded by the state it expects, so a transaction whose commit was lost with the connection is not
 applied twice (the guard turns the repeat into a no-op, which the coordinator answers by reloading).
 """
