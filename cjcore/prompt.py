@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,6 +113,8 @@ def parse_verdict(content: list[Any]) -> Verdict:
             confidence = float(data.get("confidence", 3))
         except (TypeError, ValueError):
             raise MalformedVerdict("confidence is not a number") from None
+        if not math.isfinite(confidence):  # NaN or infinity: not a confidence, and not storable as one
+            raise MalformedVerdict("confidence is not a finite number")
         justification = clean_text(str(data.get("justification", "")), JUSTIFICATION_CHARS)
         return Verdict(Winner.ESSAY_A if side == "A" else Winner.ESSAY_B, confidence, justification)
     raise MalformedVerdict("no tool_use block in the response")

@@ -34,17 +34,31 @@ def as_json(doc: dict[str, Any]) -> str:
     return json.dumps(doc, indent=2, default=str)
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula (it starts with =, +, -, @, tab or CR) gets a leading
+    apostrophe (OWASP's advice for CSV injection); numbers stay numbers."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def as_csv(doc: dict[str, Any]) -> str:
     columns = ["record", "batch_id"] + list(dict.fromkeys(RANKING_COLUMNS + PROJECTION_COLUMNS + ATTEMPT_COLUMNS))
     out = io.StringIO()
     writer = csv.DictWriter(out, columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     batch_id = doc["result"]["batch_id"]
+    def row(**cells: Any) -> None:
+        writer.writerow({k: _cell(v) for k, v in cells.items()})
+
     for r in doc["result"]["rankings"]:
-        writer.writerow({"record": "ranking", "batch_id": batch_id, **r})
+        row(record="ranking", batch_id=batch_id, **r)
     for p in doc["result"]["grade_projections"]:
-        writer.writerow({"record": "projection", "batch_id": batch_id, **p,
-                         "probabilities": json.dumps(p["probabilities"], sort_keys=True)})
+        row(record="projection", batch_id=batch_id, **{**p, "probabilities": json.dumps(p["probabilities"],
+                                                                                        sort_keys=True)})
     for a in doc["attempts"]:
-        writer.writerow({"record": "attempt", "batch_id": batch_id, **a})
+        row(record="attempt", batch_id=batch_id, **a)
     return out.getvalue()

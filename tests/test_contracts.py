@@ -51,3 +51,24 @@ def test_a_valid_request_keeps_every_field():
 @pytest.mark.parametrize(("budget", "n", "expected"), [(350, 4, 6), (100, 24, 100), (10, 2, 1), (1, 50, 1)])
 def test_denominator_is_the_budget_or_all_pairs(budget, n, expected):
     assert denominator(budget, n) == expected
+
+
+def _with_text(text):
+    return {"essays": [{"essay_id": "a", "text": text}, {"essay_id": "b", "text": "second"}]}
+
+
+@pytest.mark.parametrize("char", ["\u202e", "\u202a", "\u2066", "\u2069", "\U000e0041", "\U000e007f", "\ud800"],
+                         ids=["RLO", "LRE", "LRI", "PDI", "tag A", "cancel tag", "lone surrogate"])
+def test_invisible_steering_characters_and_lone_surrogates_are_refused_naming_the_field(char):
+    with pytest.raises(InvalidRequest) as err:
+        parse_batch_request(_with_text(f"An essay{char} with a hidden part."))
+    assert err.value.field == "essays[0].text"
+    assert f"U+{ord(char):04X}" in str(err.value)
+    with pytest.raises(InvalidRequest) as err:
+        parse_batch_request({**_two(), "instructions": f"Judge{char} this."})
+    assert err.value.field == "instructions"
+
+
+def test_the_joiners_real_scripts_need_pass():
+    request = parse_batch_request(_with_text("नमस्\u200dते and می\u200cخواهم"))
+    assert "\u200d" in (request.essays[0].text or "") and "\u200c" in (request.essays[0].text or "")

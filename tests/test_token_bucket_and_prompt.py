@@ -45,7 +45,9 @@ def test_parse_verdict(content, winner):
 @pytest.mark.parametrize(
     "content",
     [[{"type": "text", "text": "A is better"}], [{"type": "tool_use", "input": {"winner": "C"}}],
-     [{"type": "tool_use", "input": "not json"}], []],
+     [{"type": "tool_use", "input": "not json"}], [],
+     [{"type": "tool_use", "input": {"winner": "A", "confidence": float("nan")}}],
+     [{"type": "tool_use", "input": {"winner": "B", "confidence": "inf"}}]],
 )
 def test_malformed_verdicts_raise(content):
     with pytest.raises(MalformedVerdict):
