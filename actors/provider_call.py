@@ -100,17 +100,26 @@ async def compare(client: anthropic.AsyncAnthropic, req: ComparisonRequest, pric
 
     try:
         raw = await client.messages.with_raw_response.create(**message_params(req))
-        message = await raw.parse()
+        body = await raw.read()
     except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
         kind, details, ids = _failure(exc)
         headers = _ratelimit_headers(exc.response.headers) if isinstance(exc, anthropic.APIStatusError) else {}
         return ProviderOutcome(ComparisonResult.error(req, kind, details, latency_ms=ms(), **ids), headers,
                                _retry_after(headers))
-
+    headers = _ratelimit_headers(raw.headers)
+    status = raw.http_response.status_code
+    # Decoded as plain JSON, not into the SDK's typed Message (its construction was a twentieth of a worker's
+    # CPU); a 200 whose body is not a JSON object (a proxy's page) is a malformed answer, not an exception.
+    try:
+        message = json.loads(body)
+    except ValueError:
+        message = None
+    if not isinstance(message, dict):
+        return ProviderOutcome(ComparisonResult.error(req, ErrorType.MALFORMED_OUTPUT, f"HTTP {status}: the body is "
+                                                      "not a JSON object", latency_ms=ms(), http_status=status,
+                                                      provider_request_id=raw.request_id), headers)
     return ProviderOutcome(
-        _from_message(req, message, price, raw.http_response.status_code, message.id or raw.request_id, ms()),
-        _ratelimit_headers(raw.headers),
-    )
+        _from_message(req, message, price, status, message.get("id") or raw.request_id, ms()), headers)
 
 
 def _field(obj: Any, name: str) -> Any:

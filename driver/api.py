@@ -85,10 +85,11 @@ class CJClient:
             check_bounds(request, s.max_essays_per_batch, s.max_essay_chars)
             budget, source = budget_for(request, self.settings)
             threshold = request.completion_threshold_pct or self.settings.completion_threshold_pct
-            ruler = await self._ruler_for(request)
+            resolved = await self._resolve_grades(request)  # the request itself is stored as it came
+            ruler = await self._ruler_for(resolved)
+            essays = rulers.link(resolved, ruler) if ruler else resolved.essays if resolved is not request else ()
             new.append(NewBatch(request.batch_id or new_batch_id(), request, budget, source, threshold,
-                                essays=rulers.link(request, ruler) if ruler else (),
-                                anchor_set_id=ruler.anchor_set_id if ruler else None))
+                                essays=essays, anchor_set_id=ruler.anchor_set_id if ruler else None))
         ids = [b.batch_id for b in new]
         if len(set(ids)) != len(ids):
             dup = next(i for i in ids if ids.count(i) > 1)
@@ -96,6 +97,25 @@ class CJClient:
         await self.writes.create_batches(new, self.settings.ray_namespace, uuid.uuid4().hex)
         self._admission().wake.remote()  # fire and forget: admission also looks every few seconds
         return ids
+
+    async def _resolve_grades(self, request: BatchRequest) -> BatchRequest:
+        """An anchor's grade in DESIGN §4.1's order: its `known_grade`, else its `anchor_ref_id` in the registry.
+        An anchor with neither is refused naming the field (it could never be projected from)."""
+        missing = [(i, e) for i, e in enumerate(request.essays)
+                   if e.is_anchor and e.known_grade is None and not e.cites_registry]
+        if not missing:
+            return request
+        found = await self.rulers.grades_of([e.anchor_ref_id or "" for _, e in missing])
+        essays = list(request.essays)
+        for i, e in missing:
+            grades = found.get(e.anchor_ref_id or "", set())
+            if len(grades) != 1:
+                why = ("is not a registered anchor" if not grades else
+                       f"is registered with several grades ({', '.join(sorted(grades))})")
+                raise InvalidRequest(f"essays[{i}].known_grade", f"an anchor needs a known grade: anchor_ref_id "
+                                     f"{e.anchor_ref_id!r} {why}")
+            essays[i] = e.model_copy(update={"known_grade": next(iter(grades))})
+        return request.model_copy(update={"essays": essays})
 
     async def _ruler_for(self, request: BatchRequest) -> rulers.Ruler | None:
         """The registered set a request is graded against: the one it names, else the one every anchor it

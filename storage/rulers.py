@@ -41,6 +41,16 @@ class RulerStore(Store):
             out.setdefault(ref, []).append(set_id)
         return out
 
+    async def grades_of(self, refs: Sequence[str]) -> dict[str, set[str]]:
+        """anchor_ref_id → the known grades registered for it (in any set)."""
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(anchors.c.anchor_ref_id, anchors.c.known_grade)
+                                       .where(anchors.c.anchor_ref_id.in_(list(refs))))).all()
+        out: dict[str, set[str]] = {}
+        for ref, grade in rows:
+            out.setdefault(ref, set()).add(grade)
+        return out
+
     async def used_by(self, anchor_set_id: str) -> int:
         async with self.engine.connect() as conn:
             return int((await conn.execute(select(func.count()).select_from(batches)

@@ -18,7 +18,7 @@ from cjcore.rulers import Ruler, RulerAnchor, held_scores, link, parse_anchor_se
 from cjcore.sample import eng5_request, eng5_truth
 from driver import export
 from driver.api import CJClient
-from tests.helpers import essays, repo_call, run_batches
+from tests.helpers import essays, repo_call, run_batches, sql
 
 RULER = Ruler("eng5-r1", ("F", "C", "A"), (-1.0, 1.0),
               {"aF": RulerAnchor("aF", "text F", "F", -2.0, 0.3), "aC": RulerAnchor("aC", "text C", "C", 0.0, 0.3),
@@ -152,3 +152,17 @@ def test_an_unknown_anchor_set_is_refused_before_anything_is_stored(stack):
     with pytest.raises(InvalidRequest) as err:
         asyncio.run(go())
     assert err.value.field == "anchor_set_id"
+
+
+def test_an_anchor_with_text_and_an_unregistered_ref_but_no_grade_is_refused_naming_the_field(stack):
+    """It used to pass validation and restart its coordinator for ever (no grade to project from)."""
+    async def go():
+        async with CJClient(stack) as client:
+            await client.submit({"batch_id": "gradeless-1", "essays": [
+                {"essay_id": "s1", "text": "a student"},
+                {"essay_id": "a1", "text": "an anchor", "is_anchor": True, "anchor_ref_id": "never-registered"}]})
+
+    with pytest.raises(InvalidRequest) as err:
+        asyncio.run(go())
+    assert err.value.field == "essays[1].known_grade"
+    assert sql(stack, "SELECT count(*) FROM cj_batches WHERE batch_id = 'gradeless-1'")[0][0] == 0
