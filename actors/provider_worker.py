@@ -306,19 +306,23 @@ class ProviderWorker:
                 await asyncio.sleep(s.batch_window_s)  # let this tick's requests join the same Message Batch
             # Messages mode: a group of requests shares one permit request to the limiter (a Ray round trip
             # on each side per comparison was a third of the limiter's and a seventh of the worker's CPU), as
-            # many as free slots allow without waiting, at most PERMIT_GROUP.
+            # many as free slots and the asks allowed at the limiter (`acquire_depth` requests per worker, so
+            # a new batch waits behind no more than before) permit without waiting, at most PERMIT_GROUP.
             extra = 0
             if not self._batches:
                 queued = self._queued()
-                while extra < PERMIT_GROUP - 1 and extra + 1 < queued and self._slots.try_acquire():
+                while (extra < PERMIT_GROUP - 1 and extra + 1 < queued and not self._asking.locked()
+                       and self._slots.try_acquire()):
+                    await self._asking.acquire()  # free: does not wait
                     extra += 1
             reqs = self._take(s.batch_max_requests if self._batches else 1 + extra) if not self._draining else []
             for _ in range(extra + 1 - len(reqs) if not self._batches and reqs else 0):
-                self._slots.release()  # fewer requests than the slots taken for them
+                self._slots.release()  # fewer requests than the slots and asks taken for them
+                self._asking.release()
             if not reqs:
                 for _ in range(extra + 1):
                     self._slots.release()
-                self._asking.release()
+                    self._asking.release()
                 if self._draining:
                     self._work.clear()
                     await self._work.wait()
@@ -338,7 +342,8 @@ class ProviderWorker:
             try:
                 grants, waited = await self._limiter.acquire.remote(key, [self._estimate(r) for r in reqs])
             finally:
-                self._asking.release()
+                for _ in range(1 if self._batches else len(reqs)):
+                    self._asking.release()
         except RayError as exc:  # the limiter is restarting: put the requests back and try again
             log.warning("rate limiter unavailable (%s); retrying", type(exc).__name__)
             await asyncio.sleep(random.uniform(0.25, 0.75))  # jittered: every worker lost it at once
