@@ -108,7 +108,9 @@ def deployment(stack: Settings) -> Iterator[Any]:
     made: list[Settings] = []
 
     def make(services: bool = True, **overrides: Any) -> Settings:
-        settings = stack.model_copy(update={"ray_namespace": f"cj-t{len(made)}-{secrets.token_hex(3)}", **overrides})
+        # One coordinator host (the session's stack has two): each is a process, ~2.5 s of CPU to start.
+        settings = stack.model_copy(update={"ray_namespace": f"cj-t{len(made)}-{secrets.token_hex(3)}",
+                                            "coordinator_hosts": 1, **overrides})
         deploy(settings, services=services)
         made.append(settings)
         return settings
@@ -123,7 +125,7 @@ def deployment_module(stack: Settings, sim_server: SimProvider) -> Iterator[tupl
     """A deployment of its own (namespace, pools, metrics endpoint) shared by one test module."""
     from actors.deployment import deploy, teardown
 
-    settings = stack.model_copy(update={"ray_namespace": f"cj-m-{secrets.token_hex(3)}"})
+    settings = stack.model_copy(update={"ray_namespace": f"cj-m-{secrets.token_hex(3)}", "coordinator_hosts": 1})
     deploy(settings)
     sim_server.reset_stats()
     yield settings, sim_server
