@@ -122,6 +122,12 @@ async def compare(client: anthropic.AsyncAnthropic, req: ComparisonRequest, pric
         _from_message(req, message, price, status, message.get("id") or raw.request_id, ms()), headers)
 
 
+def unexpected(req: ComparisonRequest, exc: BaseException) -> ProviderOutcome:
+    """An exception no branch of the call expected (a reset while reading results, a truncated line, a bug):
+    a transient error result naming its type, so the attempt is settled, retried and counted, never held."""
+    return ProviderOutcome(ComparisonResult.error(req, ErrorType.UNEXPECTED, f"unexpected {type(exc).__name__}"))
+
+
 def _field(obj: Any, name: str) -> Any:
     """A field of an SDK object or of the same object as decoded JSON."""
     return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)

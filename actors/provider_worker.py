@@ -398,13 +398,17 @@ class ProviderWorker:
             try:
                 self._calls += 1
                 price = s.price_for(reqs[0].model)
-                if self._batches:
-                    assert s.batch_poll_s is not None and s.batch_poll_max_s is not None  # set by Settings
-                    outcomes = await self._compare_batch(self._client, reqs, price, poll_s=s.batch_poll_s,
-                                                         poll_max_s=s.batch_poll_max_s, outage_s=s.provider_outage_s,
-                                                         api=self._batch_api(reqs))
-                else:
-                    outcomes = [await self._compare(self._client, reqs[0], price)]
+                try:
+                    if self._batches:
+                        assert s.batch_poll_s is not None and s.batch_poll_max_s is not None  # set by Settings
+                        outcomes = await self._compare_batch(
+                            self._client, reqs, price, poll_s=s.batch_poll_s, poll_max_s=s.batch_poll_max_s,
+                            outage_s=s.provider_outage_s, api=self._batch_api(reqs))
+                    else:
+                        outcomes = [await self._compare(self._client, reqs[0], price)]
+                except Exception as exc:  # anything unexpected is a typed error result: a lease is never held
+                    log.exception("provider call failed unexpectedly (%s)", type(exc).__name__)
+                    outcomes = [self._provider_call.unexpected(r, exc) for r in reqs]
             finally:
                 self._slots.release()
             await self._settle(key, reqs, grants, outcomes)

@@ -66,6 +66,7 @@ class ErrorType(enum.StrEnum):
     CONNECTION = "connection"
     QUEUE_TIMEOUT = "queue_timeout"  # expired by the Supervisor after CJ_MAX_PROCESSING_SECONDS
     CANCELLED = "cancelled"  # dropped from a worker queue before it was sent
+    UNEXPECTED = "unexpected"  # an exception the call did not expect (ours or the wire's): transient, named
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -21,14 +21,14 @@ from cjcore.contracts import ErrorType, PlannedPair
 
 RETRYABLE = frozenset({
     ErrorType.RATE_LIMIT, ErrorType.OVERLOADED, ErrorType.SERVER_ERROR, ErrorType.TIMEOUT,
-    ErrorType.CONNECTION, ErrorType.QUEUE_TIMEOUT, ErrorType.MALFORMED_OUTPUT,
+    ErrorType.CONNECTION, ErrorType.QUEUE_TIMEOUT, ErrorType.MALFORMED_OUTPUT, ErrorType.UNEXPECTED,
 })
 
 
 # The provider's or our own failures, not the judge's answers (DESIGN §3 invariant 12).
 TRANSIENT = frozenset({
     ErrorType.RATE_LIMIT, ErrorType.OVERLOADED, ErrorType.SERVER_ERROR, ErrorType.TIMEOUT,
-    ErrorType.CONNECTION, ErrorType.QUEUE_TIMEOUT,
+    ErrorType.CONNECTION, ErrorType.QUEUE_TIMEOUT, ErrorType.UNEXPECTED,
 })
 # Results that do not count against the judge's success rate.
 NOT_JUDGED = TRANSIENT | {ErrorType.CANCELLED}

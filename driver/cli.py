@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--overload-rate", type=_rate("--overload-rate"), default=0.0)
     sp.add_argument("--timeout-rate", type=_rate("--timeout-rate"), default=0.0)
     sp.add_argument("--malformed-rate", type=_rate("--malformed-rate"), default=0.0)
+    sp.add_argument("--garbage-rate", type=_rate("--garbage-rate"), default=0.0,
+                    help="share of Messages calls answered 200 with a body that is not JSON (a proxy's page)")
     sp.add_argument("--max-tokens-rate", type=_rate("--max-tokens-rate"), default=0.0)
     sp.add_argument("--invalid-rate", type=_rate("--invalid-rate"), default=0.0)
     sp.add_argument("--auth-error-rate", type=_rate("--auth-error-rate"), default=0.0)

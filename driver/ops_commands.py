@@ -82,7 +82,12 @@ def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
     if dep is not None:
         summary = _drain(settings, dep, args.drain_timeout)
         if summary:
-            render.console.print(f"down: calls in flight landed; {summary}")
+            left = summary["in_call"] + summary["undelivered"]
+            render.console.print(
+                f"down: calls in flight landed; {summary}" if not left else
+                f"down: the drain timed out after {args.drain_timeout:g}s with {summary['in_call']} calls at the "
+                f"provider and {summary['undelivered']} results undelivered (their rows have no result: the next "
+                f"`up` sends them again); {summary}")
     if settings.ray_address is None:
         stop_ray_head()
     stopped_db = False
@@ -106,6 +111,7 @@ def cmd_sim_provider(args: argparse.Namespace, settings: Settings) -> int:
         timeout_rate=args.timeout_rate, malformed_rate=args.malformed_rate, max_tokens_rate=args.max_tokens_rate,
         invalid_rate=args.invalid_rate, auth_error_rate=args.auth_error_rate, output_tpm=args.output_tpm,
         batch_delay_s=args.batch_delay_s, batch_api_overload_rate=args.batch_api_overload_rate, seed=args.seed,
+        garbage_rate=args.garbage_rate,
     ))
 
     async def serve() -> None:

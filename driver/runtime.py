@@ -140,8 +140,27 @@ def ray_cli() -> str:
     return found
 
 
+def ensure_auth_token() -> None:
+    """Before `up` starts a head: make sure a token exists (as `ray get-auth-token --generate` does, into
+    ~/.ray/auth_token, 0600), so every head `up` starts is authenticated; Ray turns token mode on only when a
+    token is already at hand. RAY_AUTH_MODE=disabled opts out; a token in the environment is used as it is."""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+        return
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return
+    if (Path.home() / ".ray" / "auth_token").exists():
+        return
+    done = subprocess.run([ray_cli(), "get-auth-token", "--generate"], capture_output=True, text=True)
+    token = Path.home() / ".ray" / "auth_token"
+    if done.returncode != 0 or not token.exists():  # a Ray without token authentication: as Ray decides
+        log.warning("could not generate a Ray auth token (%s)", (done.stderr.strip().splitlines() or ["?"])[-1])
+        return
+    token.chmod(0o600)  # a secret: Ray writes it readable by everyone
+
+
 def start_ray_head(dashboard_port: int = 8265) -> None:
     _node_env()
+    ensure_auth_token()
     enable_token_auth()  # the head and this process agree (`ray start --head` applies the same rule)
     cmd = [ray_cli(), "start", "--head", "--disable-usage-stats", "--dashboard-host", "127.0.0.1",
            "--dashboard-port", str(dashboard_port), "--include-dashboard", "true"]

@@ -52,6 +52,7 @@ class SimConfig:
     hang_s: float = 600.0  # how long a simulated timeout hangs before answering
     batch_delay_s: float = 0.0  # a Message Batch ends no sooner than this after it was created
     batch_api_overload_rate: float = 0.0  # Message Batch create/retrieve/results/cancel answered 529 at this rate
+    garbage_rate: float = 0.0  # a Messages call answered 200 with a body that is not JSON (a proxy's page)
     initial_s: float = 60.0  # seconds' worth in each bucket at start: 60 is a full bucket (a rested key)
     min_cacheable_tokens: int | None = None  # None: the model's own minimum (MIN_CACHEABLE_TOKENS)
     seed: int | None = None
@@ -61,7 +62,7 @@ class SimConfig:
 # Injected faults in the order their rates are laid out on [0, 1): (name, SimConfig attribute).
 FAULTS = (("auth_error", "auth_error_rate"), ("invalid", "invalid_rate"), ("server_error", "error_rate"),
           ("overload", "overload_rate"), ("timeout", "timeout_rate"), ("max_tokens", "max_tokens_rate"),
-          ("malformed", "malformed_rate"))
+          ("malformed", "malformed_rate"), ("garbage", "garbage_rate"))
 
 
 def estimate_tokens(text: str) -> int:
@@ -142,6 +143,7 @@ class SimProvider:
             "charged_input_tokens": 0,  # what the input tokens/min bucket was charged
             "first_request_at": None, "last_request_at": None, "batches": 0, "largest_batch": 0,
             "batches_created": 0, "batches_cancelled": 0, "batch_api_calls": 0, "batch_api_overloaded": 0,
+            "garbage": 0,
         }
 
     # -- rate limits --------------------------------------------------------------------------------
@@ -263,6 +265,10 @@ class SimProvider:
             st["timeouts"] += 1
             await asyncio.sleep(cfg.hang_s)
             return _error(504, "timeout_error", "Request timed out", headers)
+        if fault == "garbage":
+            st["garbage"] += 1
+            return web.Response(status=200, text="<html><body>502 Bad Gateway (proxy)</body></html>",
+                                content_type="text/html", headers=headers)
 
         cache_read = system_tokens if cache_hit else 0
         cache_write = system_tokens if cacheable and not cache_hit else 0

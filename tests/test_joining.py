@@ -96,3 +96,20 @@ def test_token_mode_is_turned_on_exactly_when_a_token_is_at_hand(tmp_path, env, 
                           timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == str(mode)
+
+
+@pytest.mark.parametrize(("env", "made"), [({}, True), ({"RAY_AUTH_MODE": "disabled"}, False)],
+                         ids=["fresh host", "opted out"])
+def test_up_makes_a_token_first_on_a_host_with_none_so_its_head_is_authenticated(tmp_path, env, made):
+    """Ray turns token mode on only when a token exists; `up` on a fresh host (no ~/.ray) creates one first."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"HOME": str(tmp_path)}
+    probe = "import os; from driver.runtime import ensure_auth_token, enable_token_auth; ensure_auth_token(); " \
+            "print(enable_token_auth(), os.environ.get('RAY_AUTH_MODE'))"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=base | env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    token = tmp_path / ".ray" / "auth_token"
+    assert token.exists() is made
+    if made:
+        assert len(token.read_text().strip()) >= 32 and (token.stat().st_mode & 0o077) == 0
+        assert done.stdout.split()[-1] == "token"

@@ -90,7 +90,8 @@ def test_limits_learned_when_configured_2x_too_low(deployment, sim):
 def test_each_injected_fault_lands_with_its_error_type_and_status(deployment, sim):
     settings = deployment(services=False, requests_per_minute=2400)
     sim.configure(rpm=1200, initial_s=1.0, error_rate=0.08, overload_rate=0.08, timeout_rate=0.04, hang_s=6.0,
-                  malformed_rate=0.08, max_tokens_rate=0.08, invalid_rate=0.08, auth_error_rate=0.08)
+                  malformed_rate=0.08, max_tokens_rate=0.08, invalid_rate=0.08, auth_error_rate=0.08,
+                  garbage_rate=0.08)  # a 200 whose body is not JSON: a malformed answer, never an exception
     results = run_batches(settings, [{"essays": essays(16, f"fault{i}-"), "max_comparisons": 80} for i in range(2)])
     rows = dict(((code, status), n) for code, status, n in sql(settings, """
         SELECT error_code, http_status, count(*) FROM cj_comparison_pairs
@@ -99,12 +100,12 @@ def test_each_injected_fault_lands_with_its_error_type_and_status(deployment, si
     expected = {
         ("RATE_LIMIT", 429): st["rate_limited"], ("SERVER_ERROR", 500): st["server_errors"],
         ("OVERLOADED", 529): st["overloaded"], ("TIMEOUT", None): st["timeouts"],
-        ("MALFORMED_OUTPUT", 200): st["malformed"], ("MAX_TOKENS", 200): st["max_tokens"],
+        ("MALFORMED_OUTPUT", 200): st["malformed"] + st["garbage"], ("MAX_TOKENS", 200): st["max_tokens"],
         ("INVALID_REQUEST", 400): st["bad_requests"], ("AUTHENTICATION", 401): st["auth_errors"],
     }
     print("\nerror results by (type, status):", rows)
     assert {k: v for k, v in expected.items() if v} == rows
-    assert all(v > 0 for k, v in expected.items() if k[0] != "RATE_LIMIT")
+    assert all(v > 0 for k, v in expected.items() if k[0] != "RATE_LIMIT") and st["garbage"] > 0
 
 
 def test_a_small_batch_is_not_starved_by_large_ones_saturating_the_limit(deployment, sim):
