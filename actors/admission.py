@@ -57,7 +57,7 @@ class Admission:
         assert settings.database_url
         self._settings = settings
         metrics.configure(settings.ray_namespace)
-        self._queue = BatchQueue(make_engine(settings.database_url, pool_size=2), settings.ray_namespace,
+        self._queue = BatchQueue(make_engine(settings.database_url_value(), pool_size=2), settings.ray_namespace,
                                  settings.database_outage_s)
         self.max_live, self._why = resolve_max_live(settings)
         self._target = backlog_target(settings)

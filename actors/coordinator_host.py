@@ -50,7 +50,7 @@ class CoordinatorHost:
         self._settings = settings
         metrics.configure(settings.ray_namespace)
         # One pool for every batch of the host (not one per batch: PostgreSQL's max_connections is no bound).
-        engine = make_engine(settings.database_url, pool_size=8, max_overflow=8)
+        engine = make_engine(settings.database_url_value(), pool_size=8, max_overflow=8)
         outage_s = settings.database_outage_s
         ns = settings.ray_namespace
         self._writes = BatchWrites(engine, outage_s)

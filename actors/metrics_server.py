@@ -35,7 +35,7 @@ class MetricsServer:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self._settings = settings
-        self._repo = MetricsQueries(make_engine(settings.database_url, pool_size=1), settings.database_outage_s)
+        self._repo = MetricsQueries(make_engine(settings.database_url_value(), pool_size=1), settings.database_outage_s)
         self._registry = CollectorRegistry()
         self._metrics: dict[str, Any] = {}
         for m in CATALOG:

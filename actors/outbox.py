@@ -38,7 +38,7 @@ class OutboxPublisher:
         import httpx  # only this actor needs it
 
         self._settings = settings
-        self._repo = OutboxStore(make_engine(settings.database_url, pool_size=2), settings.database_outage_s)
+        self._repo = OutboxStore(make_engine(settings.database_url_value(), pool_size=2), settings.database_outage_s)
         self._url = settings.event_webhook_url
         self._http = httpx.AsyncClient(timeout=settings.webhook_timeout_s) if self._url else None
         self.counts: Counter[str] = Counter()

@@ -45,7 +45,8 @@ class Supervisor:
         assert settings.database_url
         self._settings = settings
         metrics.configure(settings.ray_namespace)
-        self._repo = SupervisionQueries(make_engine(settings.database_url, pool_size=2), settings.database_outage_s)
+        self._repo = SupervisionQueries(make_engine(settings.database_url_value(), pool_size=2),
+                                        settings.database_outage_s)
         self.actions: Counter[str] = Counter()
         self.last_run_at: float | None = None
         self._task = asyncio.get_running_loop().create_task(self._loop())

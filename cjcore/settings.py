@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -170,16 +170,36 @@ class Settings(BaseSettings):
 
     def public(self) -> dict[str, object]:
         """As they may be written down (deployment.json) or published (the Supervisor): no API key, the
-        database password redacted."""
+        database password and the webhook URL (often a bearer secret) redacted."""
         out = self.model_dump(mode="json", exclude={"anthropic_api_key"})
         if self.database_url:
             out["database_url"] = redacted(self.database_url)
+        if self.event_webhook_url:
+            out["event_webhook_url"] = REDACTED
         return out
 
     def for_actors(self) -> Settings:
-        """What actors are given: everything but the key (Ray keeps constructor arguments in its GCS, and
-        only provider workers call the provider; they read the key where they run: `api_key_value`)."""
-        return self.model_copy(update={"anthropic_api_key": None, "real_provider": self.uses_real_anthropic})
+        """What actors are given: no key and no database password (Ray keeps constructor arguments in its
+        GCS). Provider workers read the key where they run (`api_key_value`); every actor reads the database
+        password from its node's environment (`database_url_value`), where the driver put it before starting
+        the node's Ray, as `up` and `demo` do (on a cluster: export CJ_DATABASE_URL on every node)."""
+        return self.model_copy(update={
+            "anthropic_api_key": None, "real_provider": self.uses_real_anthropic,
+            "database_url": redacted(self.database_url) if self.database_url else None})
+
+    def database_url_value(self) -> str:
+        """The database URL with its password: as given (a driver), or, redacted (an actor), from this
+        process's CJ_DATABASE_URL when that is the same URL. Never log or store the value."""
+        url = self.database_url
+        if url is None:
+            raise ConfigError("CJ_DATABASE_URL: not resolved (the driver resolves it before creating actors)")
+        if REDACTED not in url:
+            return url
+        env = os.environ.get("CJ_DATABASE_URL", "")
+        if env and redacted(env) == url:
+            return env
+        raise ConfigError("CJ_DATABASE_URL: the database password is not in this node's environment; export "
+                          "CJ_DATABASE_URL (with the password) on every node before starting Ray there")
 
     def api_key_value(self) -> str:
         """The key, read where it is used: given in these settings (a driver), else the key file, else this
@@ -204,12 +224,24 @@ class Settings(BaseSettings):
         return self.prices.get(model) or self.prices.get("claude-haiku-4-5") or DEFAULT_PRICES["claude-haiku-4-5"]
 
 
+REDACTED = "***"
+
+
 def redacted(url: str) -> str:
-    """The URL with any password hidden, for logs, messages and anything written down."""
+    """The URL with any password hidden (in the user part or a `password=` query parameter), for logs,
+    messages, actor arguments and anything written down."""
     parts = urlsplit(url)
     if parts.password:
-        return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
-    return url
+        parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", f":{REDACTED}@"))
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(k.lower() == "password" and v for k, v in query):
+        parts = parts._replace(query=urlencode([(k, REDACTED if k.lower() == "password" and v else v)
+                                                for k, v in query], safe="/*"))
+    return urlunsplit(parts)
+
+
+def has_secret(url: str) -> bool:
+    return redacted(url) != url
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -8,17 +8,19 @@ records where the database and provider are in `<state_dir>/deployment.json`, wh
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from cjcore.errors import ConfigError
-from cjcore.settings import Settings, redacted
+from cjcore.settings import Settings, has_secret, redacted
 from storage.database import embedded_pgdata, make_engine, start_embedded
 from storage.migrate import upgrade
 
@@ -91,8 +93,9 @@ def init_ray(settings: Settings, *, local: bool) -> None:
     driver_handlers = list(logging.getLogger().handlers)
     if local:
         _node_env()
-        ray.init(address="local", namespace=settings.ray_namespace, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False, logging_config=logging_config)
+        with database_url_in_env(settings):  # the node's processes inherit it; actors' arguments never hold it
+            ray.init(address="local", namespace=settings.ray_namespace, include_dashboard=False,
+                     log_to_driver=False, configure_logging=False, logging_config=logging_config)
     else:
         enable_token_auth()
         address = settings.ray_address or "auto"
@@ -156,6 +159,25 @@ def ensure_auth_token() -> None:
         log.warning("could not generate a Ray auth token (%s)", (done.stderr.strip().splitlines() or ["?"])[-1])
         return
     token.chmod(0o600)  # a secret: Ray writes it readable by everyone
+
+
+@contextlib.contextmanager
+def database_url_in_env(settings: Settings) -> Iterator[None]:
+    """While a node's Ray starts: CJ_DATABASE_URL in this process's environment when the URL has a password, so
+    the node's processes (and so its actors) inherit it: the same route as the API key. Restored after."""
+    url = settings.database_url
+    if url is None or not has_secret(url):
+        yield
+        return
+    before = os.environ.get("CJ_DATABASE_URL")
+    os.environ["CJ_DATABASE_URL"] = url
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("CJ_DATABASE_URL", None)
+        else:
+            os.environ["CJ_DATABASE_URL"] = before
 
 
 def start_ray_head(dashboard_port: int = 8265) -> None:

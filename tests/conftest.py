@@ -20,6 +20,9 @@ from simprovider.server import SimConfig, SimProvider
 
 # A key that must never show up in a log, result, error or row (checked by test_secrets).
 TEST_API_KEY = "sk-ant-test-" + secrets.token_hex(16)
+# The session stack's database password (the embedded server trusts local connections, so any password works):
+# it must never reach an actor's arguments (checked by test_secrets).
+TEST_DB_PASSWORD = "pw-test-" + secrets.token_hex(8)
 
 
 @pytest.fixture(scope="session")
@@ -74,7 +77,7 @@ def stack(pg_url: str, sim_server: SimProvider, tmp_path_factory: pytest.TempPat
     from driver.runtime import init_ray
 
     settings = Settings(
-        database_url=pg_url,
+        database_url=pg_url.replace("postgres:@", f"postgres:{TEST_DB_PASSWORD}@", 1),
         provider_base_url=f"http://127.0.0.1:{sim_server.port}",
         anthropic_api_key=SecretStr(TEST_API_KEY),
         state_dir=tmp_path_factory.mktemp("state"),

@@ -11,7 +11,7 @@ import ray
 
 from actors import names
 from cjcore.sample import eng5_request
-from tests.conftest import TEST_API_KEY
+from tests.conftest import TEST_API_KEY, TEST_DB_PASSWORD
 from tests.helpers import run_batch, sql
 
 
@@ -77,6 +77,8 @@ def test_no_actor_is_given_the_api_key_and_workers_read_it_from_their_key_file(d
     assert result.state.value == "COMPLETED"
     assert len(created) >= 6  # limiter, 2 workers, scorer, a coordinator host, admission
     assert not [blob for blob in created if canary.encode() in blob]
+    assert TEST_DB_PASSWORD in (settings.database_url or "")  # the stack's URL has a password…
+    assert not [blob for blob in created if TEST_DB_PASSWORD.encode() in blob]  # …that no actor is given
     assert hashlib.sha256(file_key.encode()).hexdigest()[:16] in sim.key_fingerprints
     assert hashlib.sha256(canary.encode()).hexdigest()[:16] not in sim.key_fingerprints
 
@@ -100,3 +102,17 @@ def test_the_deployment_file_holds_no_password_and_is_readable_by_its_owner_only
     monkeypatch.setenv("CJ_STATE_DIR", str(tmp_path))
     assert main(["status"]) == 2
     assert capsys.readouterr().err.startswith("error: CJ_DATABASE_URL: the deployment's database URL has a password")
+
+
+def test_redaction_covers_a_password_in_the_query_and_the_webhook_url_is_not_published():
+    from cjcore.settings import Settings, redacted
+
+    assert redacted("postgresql://u@h/db?password=s3cret&sslmode=require") == \
+        "postgresql://u@h/db?password=***&sslmode=require"
+    assert redacted("postgresql://u:s3cret@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert redacted("postgresql://u@h/db?host=/run/pg") == "postgresql://u@h/db?host=/run/pg"  # nothing to hide
+    settings = Settings(database_url="postgresql://u@h/db?password=s3cret",
+                        event_webhook_url="https://hooks.example/T0/B0/secret-token")
+    published = str(settings.public())
+    assert "s3cret" not in published and "secret-token" not in published
+    assert "s3cret" not in str(settings.for_actors().model_dump())
