@@ -216,7 +216,7 @@ def _int(value: str | None) -> int | None:
 # How long a permit's round trip to the limiter actor may take on a loaded node: the asks in flight must
 # cover it at the pool's rate (Little's law). 0.25 s capped `loadtest --batches 1000` at 72% of its limit with
 # permits left in the bucket and 700 requests queued per worker; ~0.4 s was measured then.
-LIMITER_ROUND_TRIP_S = 0.75
+LIMITER_ROUND_TRIP_S = 0.25
 
 
 def acquire_depth(requests_per_minute: int, workers: int) -> int:
