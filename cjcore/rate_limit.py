@@ -214,8 +214,9 @@ def _int(value: str | None) -> int | None:
 
 
 # How long a permit's round trip to the limiter actor may take on a loaded node: the asks in flight must
-# cover it at the pool's rate (Little's law). 0.25 s capped `loadtest --batches 1000` at 72% of its limit with
-# permits left in the bucket and 700 requests queued per worker; ~0.4 s was measured then.
+# cover it at the pool's rate (Little's law). 0.75 s was tried: more requests waiting at the limiter meant
+# bursts the server refused after a limiter restart or with a limit configured too high (tests in
+# test_provider_limits), for no measured gain in `loadtest --batches 1000` (docs/benchmarks.md).
 LIMITER_ROUND_TRIP_S = 0.25
 
 
