@@ -9,7 +9,7 @@ everything) after CJ_PASSIVATE_AFTER_S, and its next message activates it again.
 Every activation claims the batch with a new fencing epoch, which every write of the batch checks, so an
 activation that lost the batch (this host restarted, or the batch was claimed elsewhere) writes nothing more.
 A host restarted by Ray rebuilds the batches it held, a bounded number at a time (no rebuild storm). A batch
-whose coordinator fails the same way again and again is re-activated with backoff, then ends FAILED
+whose coordinator keeps failing with the same exception type is re-activated with backoff, then ends FAILED
 (`internal_error`, naming the exception type) with its one event: nothing loops for ever (invariant 14).
 """
 
