@@ -216,7 +216,8 @@ def _int(value: str | None) -> int | None:
 # How long a permit's round trip to the limiter actor may take on a loaded node: the asks in flight must
 # cover it at the pool's rate (Little's law). 0.75 s was tried: more requests waiting at the limiter meant
 # bursts the server refused after a limiter restart or with a limit configured too high (tests in
-# test_provider_limits), and `loadtest --batches 1000` ran at 79% of its limit with it, 72.5% without (docs/benchmarks.md).
+# test_provider_limits), and `loadtest --batches 1000` ran at 79% of its limit with it, 72.5% without
+# (docs/benchmarks.md).
 LIMITER_ROUND_TRIP_S = 0.25
 
 
