@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from typing import Any
 
 import ray
@@ -68,7 +69,7 @@ class CoordinatorHost:
         self._failures: dict[str, tuple[str, int]] = {}  # batch → (exception type, consecutive failures)
         self._slots = asyncio.Semaphore(settings.activation_concurrency)
         self.counts = {"activations": 0, "passivations": 0, "fenced": 0, "failures": 0}
-        self._activation_s: list[float] = []  # recent activation times (stats)
+        self._activation_s: deque[float] = deque(maxlen=1000)  # recent activation times (stats)
         loop = asyncio.get_running_loop()
         self._reaper = loop.create_task(self._reap())
         self._recovery = loop.create_task(self._recover())
@@ -176,7 +177,7 @@ class CoordinatorHost:
             async with self._slots:
                 started = time.perf_counter()
                 c = await BatchCoordinator.activate(self._ctx, batch_id, recovering)
-                self._activation_s = [*self._activation_s[-999:], time.perf_counter() - started]
+                self._activation_s.append(time.perf_counter() - started)
             self._passivated.discard(batch_id)
             if c is None or c.state in TERMINAL_STATES:
                 self._forget(batch_id)
