@@ -81,7 +81,7 @@ class Admission:
         s = self._settings
         return {"max_live": self.max_live, "max_live_why": self._why, "live": await self._queue.live(),
                 "starting": len(self._starting), "queued": len(await self._queue.queued()),
-                "admitted": self.admitted, "backlog": await self._queue.backlog(s.pairs_per_essay_per_round),
+                "admitted": self.admitted, "backlog": await self._queue.backlog(s.round_pairs_per_essay),
                 "backlog_target": None if self._target is None else round(self._target),
                 "backlog_why": "Message Batches: memory only" if self._target is None else
                 f"{s.admission_backlog_s:g} s of {s.requests_per_minute}/min (CJ_ADMISSION_BACKLOG_S)"}
@@ -93,10 +93,10 @@ class Admission:
                                   s.admission_start_concurrency)
         if room == 0:
             return []
-        backlog = await self._queue.backlog(s.pairs_per_essay_per_round) if self._target is not None else 0
+        backlog = await self._queue.backlog(s.round_pairs_per_essay) if self._target is not None else 0
         admitted: list[str] = []
         for q in admission.admit_by_work(admission.order(await self._queue.queued(), s.admission_aging_per_s), room,
-                                         backlog, self._target, s.pairs_per_essay_per_round):
+                                         backlog, self._target, s.round_pairs_per_essay):
             if await self._queue.admit(q.batch_id):
                 admitted.append(q.batch_id)
                 metrics.observe("cj_admission_wait_seconds", q.waited_s)

@@ -150,7 +150,7 @@ class BatchCoordinator:
             batch_id=self.batch_id, essay_ids=list(self._essays), policy=policy,
             retry=RetryPolicy(settings.max_attempts, settings.retry_backoff_s, settings.retry_backoff_max_s),
             held=frozenset(self._held), seed=self._request.pair_generation_seed,
-            pairs_per_essay=settings.pairs_per_essay_per_round, not_judged=snap.not_judged,
+            pairs_per_essay=settings.round_pairs_per_essay, not_judged=snap.not_judged,
             # Valid verdicts at the last scoring: a round counts as evidence only if it added enough of them.
             valid_at_fit=int(snap.metadata.get("completion", {}).get("valid_at_fit", 0)),
             in_flight={a.correlation_id: a for a in snap.pending},

@@ -38,7 +38,7 @@ def deploy(settings: Settings, *, services: bool = True) -> dict[str, ray.actor.
         handles[names.METRICS] = MetricsServer.options(  # type: ignore[attr-defined]
             name=names.METRICS, **common).remote(settings)
     handles[names.LIMITER] = RateLimiter.options(  # type: ignore[attr-defined]
-        name=names.LIMITER, **common).remote(settings.limits())
+        name=names.LIMITER, **common).remote(settings.limits(), settings.batches_api_limits())
     ray.get(handles[names.LIMITER].__ray_ready__.remote())  # workers look it up in their constructors
     for i in range(settings.workers):
         handles[names.provider(i)] = ProviderWorker.options(

@@ -13,11 +13,14 @@ import ray
 
 from cjcore.rate_limit import Grant, Limits, PoolLimiter
 
+BATCHES_API = ":message-batches-api"
+
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class RateLimiter:
-    def __init__(self, limits: Limits):
+    def __init__(self, limits: Limits, batches_api: Limits | None = None):
         self._default = limits
+        self._batches_api = batches_api or limits  # keys ending BATCHES_API: the Batches API's own limits
         self._pools: dict[str, PoolLimiter] = {}  # per (key fingerprint, model)
         self._lock: dict[str, asyncio.Lock] = {}
         self.granted = 0
@@ -26,7 +29,8 @@ class RateLimiter:
 
     def _pool(self, key: str) -> PoolLimiter:
         if key not in self._pools:
-            self._pools[key] = PoolLimiter(self._default, time.monotonic())
+            limits = self._batches_api if key.endswith(BATCHES_API) else self._default
+            self._pools[key] = PoolLimiter(limits, time.monotonic())
             self._lock[key] = asyncio.Lock()
         return self._pools[key]
 

@@ -11,7 +11,6 @@ correlation id), so every provider call is counted once and no request is retrie
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import time
@@ -22,6 +21,7 @@ from typing import Any
 import anthropic
 
 from cjcore.contracts import ComparisonRequest, ComparisonResult, ErrorType
+from cjcore.message_batch import Listed
 from cjcore.prompt import MalformedVerdict, message_params, parse_verdict
 from cjcore.rate_limit import TOOL_USE_OVERHEAD_TOKENS, estimate_tokens
 from cjcore.retry import TRANSIENT
@@ -133,10 +133,10 @@ def _field(obj: Any, name: str) -> Any:
     return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
 
 
-def _from_message(req: ComparisonRequest, message: Any, price: ModelPrice, http_status: int,
+def _from_message(req: ComparisonRequest | tuple[str, str], message: Any, price: ModelPrice, http_status: int,
                   request_id: str | None, latency_ms: int, discount: float = 1.0) -> ComparisonResult:
     """A verdict, or the error result for an answer that carries none (`message`: an SDK Message, or one
-    decoded from a Message Batch's results as a dict)."""
+    decoded from a Message Batch's results as a dict; `req`: the request, or its (correlation id, batch id))."""
     usage = _field(message, "usage")
     tokens = {
         "input_tokens": _field(usage, "input_tokens") or 0,
@@ -154,7 +154,8 @@ def _from_message(req: ComparisonRequest, message: Any, price: ModelPrice, http_
         verdict = parse_verdict(list(_field(message, "content") or []))
     except MalformedVerdict as exc:
         return ComparisonResult.error(req, ErrorType.MALFORMED_OUTPUT, str(exc), **common)
-    return ComparisonResult(req.correlation_id, req.batch_id, verdict.winner, confidence=verdict.confidence,
+    cid, bid = (req.correlation_id, req.batch_id) if isinstance(req, ComparisonRequest) else req
+    return ComparisonResult(cid, bid, verdict.winner, confidence=verdict.confidence,
                             justification=verdict.justification, **common)
 
 
@@ -173,21 +174,15 @@ _BATCH_OTHER = {"expired": (ErrorType.TIMEOUT, "message batch item expired"),
                 "canceled": (ErrorType.CANCELLED, "message batch item canceled")}
 
 
-def _batch_failure(reqs: list[ComparisonRequest], kind: ErrorType, details: str, **kw: Any) -> list[ProviderOutcome]:
-    return [ProviderOutcome(ComparisonResult.error(r, kind, details, **kw)) for r in reqs]
-
-
 @dataclass(slots=True)
 class BatchApi:
-    """How a Message Batch's own calls (status polls, results, cancel) go through the pool's limiter:
-    `permit()` waits for a grant; `refused(grant, headers, retry_after_s)` reports a 429/529 (which pauses the
-    polls), `answered(grant)` any other answer. `cancelled()` says the comparisons inside are no longer
-    wanted (their batch was cancelled or given up)."""
+    """How the Message Batches API's calls (create, list, polls, results, cancel) go through the pool's
+    limiter, in a bucket of the Batches API's own limits: `permit()` waits for a grant; `refused(grant, headers,
+    retry_after_s)` reports a 429/529 (which pauses them), `answered(grant)` any other answer."""
 
     permit: Callable[[], Awaitable[Any]]
     answered: Callable[[Any], Awaitable[None]]
     refused: Callable[[Any, dict[str, str], float | None], Awaitable[None]]
-    cancelled: Callable[[], bool] = lambda: False
 
 
 async def _free_permit() -> None:
@@ -201,7 +196,7 @@ async def _ignore(*_: Any) -> None:
 UNLIMITED = BatchApi(_free_permit, _ignore, _ignore)  # tests of the provider call alone
 
 
-class _GaveUp(Exception):
+class GaveUp(Exception):
     """A Message Batch call failed permanently, or transiently for longer than the outage limit."""
 
     def __init__(self, kind: ErrorType, details: str, ids: dict[str, Any]):
@@ -209,7 +204,11 @@ class _GaveUp(Exception):
         self.kind, self.details, self.ids = kind, details, ids
 
 
-class _Transient(_GaveUp):
+class Lost(GaveUp):
+    """A create that got no answer (a lost connection, a timeout, a 5xx): the Message Batch may exist."""
+
+
+class Transient(GaveUp):
     """A transient failure, retried after `retry_after` seconds when the provider names them."""
 
     def __init__(self, kind: ErrorType, details: str, ids: dict[str, Any], retry_after: float | None):
@@ -217,18 +216,18 @@ class _Transient(_GaveUp):
         self.retry_after = retry_after
 
 
-async def _persist(call: Callable[[], Awaitable[Any]], api: BatchApi, *, outage_s: float, max_delay_s: float,
-                   limited: bool = True) -> Any:
+async def _persist(call: Callable[[], Awaitable[Any]], api: BatchApi, *, outage_s: float | None,
+                   max_delay_s: float) -> Any:
     """One call of the Message Batches API, retried through transient failures (429, 529, 5xx, timeouts,
     lost connections) with backoff that honours `retry-after`, until it answers or has failed for `outage_s`
-    (then the last failure, a _Transient, which is a _GaveUp); a permanent failure (400, 401, 404…) is raised
-    as _GaveUp at once."""
+    (then the last failure, a Transient, which is a GaveUp); a permanent failure (400, 401, 404…) is raised
+    as GaveUp at once."""
     def transient(exc: Exception) -> bool | float:
-        return (exc.retry_after if exc.retry_after is not None else True) if isinstance(exc, _Transient) else False
+        return (exc.retry_after if exc.retry_after is not None else True) if isinstance(exc, Transient) else False
 
     async for attempt in retrying(transient, within_s=outage_s, first_s=0.5, max_s=max_delay_s):
         with attempt:
-            grant = await api.permit() if limited else None
+            grant = await api.permit()
             try:
                 answer = await call()
             except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
@@ -236,68 +235,92 @@ async def _persist(call: Callable[[], Awaitable[Any]], api: BatchApi, *, outage_
                 headers = _ratelimit_headers(exc.response.headers) if isinstance(exc, anthropic.APIStatusError) \
                     else {}
                 retry_after = _retry_after(headers)
-                if limited:
-                    await api.refused(grant, headers, retry_after) \
-                        if kind in (ErrorType.RATE_LIMIT, ErrorType.OVERLOADED) else await api.answered(grant)
+                await api.refused(grant, headers, retry_after) \
+                    if kind in (ErrorType.RATE_LIMIT, ErrorType.OVERLOADED) else await api.answered(grant)
                 if kind not in TRANSIENT:
-                    raise _GaveUp(kind, details, ids) from None
-                raise _Transient(kind, details, ids, retry_after) from None
-            if limited:
-                await api.answered(grant)
+                    raise GaveUp(kind, details, ids) from None
+                raise Transient(kind, details, ids, retry_after) from None
+            await api.answered(grant)
             return answer
     raise AssertionError("unreachable: stamina retries until the call returns or raises")
 
 
-async def compare_batch(
-    client: anthropic.AsyncAnthropic, reqs: list[ComparisonRequest], price: ModelPrice, *,
-    poll_s: float, poll_max_s: float, outage_s: float, api: BatchApi = UNLIMITED,
-) -> list[ProviderOutcome]:
-    """Many comparisons as one Message Batch: create, poll until it ends (the real API may take hours; it
-    is held until then), read its results. One outcome per request, in order; nothing raises for a
-    provider failure. Failures of create/retrieve/results are retried (`_persist`), not turned into error
-    results, until they have lasted `outage_s`. When `api.cancelled()` turns true the batch is cancelled at
-    the provider (what it had finished is still billed and still recorded)."""
-    started = time.monotonic()
+def batch_requests(reqs: list[ComparisonRequest]) -> list[dict[str, Any]]:
+    return [{"custom_id": r.correlation_id, "params": message_params(r)} for r in reqs]
 
-    def ms() -> int:
-        return int((time.monotonic() - started) * 1000)
 
-    persist = functools.partial(_persist, api=api, outage_s=outage_s, max_delay_s=poll_max_s)
+async def create_message_batch(client: anthropic.AsyncAnthropic, reqs: list[ComparisonRequest],
+                               api: BatchApi) -> tuple[str, float]:
+    """One create, charged to the Batches API's limits: the provider's id and creation time. Raises Lost
+    when no answer came (the batch may exist: look for it before sending again), GaveUp when refused."""
+    grant = await api.permit()
     try:
-        # Each comparison already holds its limiter grant: the create itself is not charged again.
-        batch = await persist(lambda: client.messages.batches.create(
-            requests=[{"custom_id": r.correlation_id, "params": message_params(r)} for r in reqs]  # type: ignore[misc, typeddict-item]
-        ), limited=False)
-        batch_id, status = batch.id, batch.processing_status
-        delay = poll_s
-        cancel_sent = False
-        while status != "ended":
-            if api.cancelled() and not cancel_sent:
-                status = (await persist(lambda: client.messages.batches.cancel(batch_id))).processing_status
-                cancel_sent = True
-                continue
-            await asyncio.sleep(delay)
-            delay = min(poll_max_s, delay * 1.5)
-            status = (await persist(lambda: client.messages.batches.retrieve(batch_id))).processing_status
-        # The results file, read raw and decoded as JSON: building the SDK's typed objects line by line
-        # cost more CPU than everything else a worker does per comparison (py-spy, `bench throughput`).
-        raw = await persist(lambda: client.messages.batches.with_raw_response.results(batch_id))
-        items = {}
-        for line in (await raw.read()).splitlines():
-            if line.strip():
-                item = json.loads(line)
-                items[item.get("custom_id")] = item.get("result") or {}
-    except _GaveUp as exc:
-        return _batch_failure(reqs, exc.kind, exc.details, latency_ms=ms(), **exc.ids)
-    latency = ms()
+        batch = await client.messages.batches.create(requests=batch_requests(reqs))  # type: ignore[arg-type]
+    except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
+        kind, details, ids = _failure(exc)
+        headers = _ratelimit_headers(exc.response.headers) if isinstance(exc, anthropic.APIStatusError) else {}
+        retry_after = _retry_after(headers)
+        if kind in (ErrorType.RATE_LIMIT, ErrorType.OVERLOADED):
+            await api.refused(grant, headers, retry_after)
+            raise Transient(kind, details, ids, retry_after) from None  # refused: nothing was created
+        await api.answered(grant)
+        if isinstance(exc, anthropic.APIConnectionError) or kind in (ErrorType.SERVER_ERROR, ErrorType.TIMEOUT):
+            raise Lost(kind, details, ids) from None  # no answer, or one that does not say it was refused
+        raise GaveUp(kind, details, ids) from None
+    await api.answered(grant)
+    return batch.id, batch.created_at.timestamp()
+
+
+async def recent_message_batches(client: anthropic.AsyncAnthropic, since: float, api: BatchApi, *,
+                                 outage_s: float | None, max_delay_s: float) -> list[Listed]:
+    """The Message Batches created since `since` (Unix seconds), newest first, through the API's list."""
+    out: list[Listed] = []
+    after: str | None = None
+    while True:
+        kw: dict[str, Any] = {"limit": 100, **({"after_id": after} if after else {})}
+        page = await _persist(functools.partial(client.messages.batches.list, **kw), api, outage_s=outage_s,
+                              max_delay_s=max_delay_s)
+        for b in page.data:
+            created = b.created_at.timestamp()
+            if created < since:
+                return out
+            c = b.request_counts
+            out.append(Listed(b.id, created, c.processing + c.succeeded + c.errored + c.canceled + c.expired))
+        if not page.has_more or not page.data:
+            return out
+        after = page.data[-1].id
+
+
+async def poll_message_batch(client: anthropic.AsyncAnthropic, batch_id: str, api: BatchApi, *, cancel: bool,
+                             outage_s: float | None, max_delay_s: float) -> str:
+    """Its processing status (after asking the provider to cancel it, when `cancel`)."""
+    call = client.messages.batches.cancel if cancel else client.messages.batches.retrieve
+    return str((await _persist(lambda: call(batch_id), api, outage_s=outage_s, max_delay_s=max_delay_s))
+               .processing_status)
+
+
+async def message_batch_outcomes(
+    client: anthropic.AsyncAnthropic, batch_id: str, items: list[tuple[str, str]], price: ModelPrice, api: BatchApi,
+    *, latency_ms: int, outage_s: float | None, max_delay_s: float,
+) -> list[ProviderOutcome]:
+    """An ended Message Batch's results: one outcome per (correlation id, batch id), in order."""
+    # Read raw and decoded as JSON: building the SDK's typed objects line by line cost more CPU than everything
+    # else a worker does per comparison (py-spy, `bench throughput`).
+    raw = await _persist(lambda: client.messages.batches.with_raw_response.results(batch_id), api,
+                         outage_s=outage_s, max_delay_s=max_delay_s)
+    results = {}
+    for line in (await raw.read()).splitlines():
+        if line.strip():
+            item = json.loads(line)
+            results[item.get("custom_id")] = item.get("result") or {}
     outcomes = []
-    for req in reqs:
-        result = items.get(req.correlation_id, {})
+    for ids in items:
+        result = results.get(ids[0], {})
         kind = result.get("type")
         if kind == "succeeded":
             message = result.get("message") or {}
             outcomes.append(ProviderOutcome(
-                _from_message(req, message, price, 200, message.get("id"), latency, BATCH_DISCOUNT)))
+                _from_message(ids, message, price, 200, message.get("id"), latency_ms, BATCH_DISCOUNT)))
             continue
         if kind == "errored":
             err = str(((result.get("error") or {}).get("error") or {}).get("type"))
@@ -305,7 +328,7 @@ async def compare_batch(
         else:
             error_type, details = _BATCH_OTHER.get(kind or "", (ErrorType.SERVER_ERROR, "no result in the batch"))
         outcomes.append(ProviderOutcome(ComparisonResult.error(
-            req, error_type, details, provider_request_id=batch_id, latency_ms=latency)))
+            ids, error_type, details, provider_request_id=batch_id, latency_ms=latency_ms)))
     return outcomes
 
 

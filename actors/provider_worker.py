@@ -28,6 +28,7 @@ import ray
 from ray.exceptions import RayError
 
 from actors import metrics, names
+from actors.limiter import BATCHES_API
 from cjcore.contracts import ComparisonRequest, ComparisonResult
 from cjcore.rate_limit import acquire_depth, calls_in_flight
 from cjcore.retrying import retrying
@@ -36,6 +37,8 @@ from cjcore.settings import Settings
 log = logging.getLogger(__name__)
 
 
+CREATES_AT_ONCE = 4  # Message Batches mode: creates in flight per worker (a pending Message Batch holds no slot)
+MESSAGE_BATCH_MAX_CHARS = 200_000_000  # of essay text per Message Batch: under the API's 256 MB with the JSON
 PERMIT_GROUP = 4  # Messages mode: requests that share one permit request to the limiter, at most
 REPORT_EVERY_S = 0.05  # limiter reports are gathered this long (one Ray call per key, not per comparison)
 MIN_SLOTS = 16  # calls in flight per worker before latencies are known (Messages mode, adaptive)
@@ -162,7 +165,6 @@ class ProviderWorker:
         logging.getLogger("httpx").setLevel(logging.WARNING)
         self._provider_call = provider_call
         self._compare = provider_call.compare
-        self._compare_batch = provider_call.compare_batch
         self._batches = settings.provider_mode == "batches"
         self._client = provider_call.make_client(
             settings.api_key_value(), settings.provider_base_url, settings.provider_timeout_s
@@ -174,8 +176,9 @@ class ProviderWorker:
         # Batches cancelled or given up: their comparisons still inside a Message Batch are cancelled there.
         self._dropped: set[str] = set()
         self._work = asyncio.Event()
-        # Calls at the provider at once: comparisons in "messages" mode, Message Batches in "batches" mode.
-        self._slots = Slots(settings.batches_in_flight if self._batches else settings.worker_max_in_flight or MIN_SLOTS)
+        # Calls at the provider at once: comparisons in "messages" mode; Message Batch creates in "batches" mode
+        # (a pending Message Batch holds none).
+        self._slots = Slots(CREATES_AT_ONCE if self._batches else settings.worker_max_in_flight or MIN_SLOTS)
         # Latencies of recent answered calls: the calls in flight follow them (Little's law), unless fixed.
         self._latencies: deque[float] = deque(maxlen=256)
         self._adaptive = not self._batches and settings.worker_max_in_flight is None
@@ -195,7 +198,19 @@ class ProviderWorker:
         self._calls = 0
         self._in_call = 0
         self._draining = False
-        self._pump_task = asyncio.get_running_loop().create_task(self._pump())
+        self._message_batches = None
+        if self._batches:
+            from actors.message_batches import MessageBatches
+            from storage.database import make_engine
+            from storage.message_batches import MessageBatchStore
+
+            self._engine = make_engine(settings.database_url_value(), pool_size=2, max_overflow=2)
+            self._message_batches = MessageBatches(
+                index, settings, self._client, MessageBatchStore(self._engine, settings.database_outage_s),
+                self._batch_api(), self._deliver_message_batch, self._dropped)
+            self._known.update(await self._message_batches.resume())
+        self._pump_task = asyncio.get_running_loop().create_task(
+            self._pump_message_batches() if self._batches else self._pump())
 
     async def enqueue(self, requests: list[ComparisonRequest]) -> int:
         if self._draining:
@@ -230,7 +245,8 @@ class ProviderWorker:
     async def drop_batch(self, batch_id: str) -> list[str]:
         """Remove a batch's queued (not yet sent) requests and cancel Message Batches holding only its (or
         other dropped batches') comparisons; return the correlation ids of those that were queued."""
-        self._dropped.add(batch_id)
+        if self._batches:
+            self._dropped.add(batch_id)  # pruned when no open Message Batch holds the batch any more
         queue = self._queues.pop(batch_id, deque())
         for req in queue:
             self._known.discard(req.correlation_id)
@@ -241,9 +257,12 @@ class ProviderWorker:
         and the next `up` re-sends them), let calls at the provider land and their results be
         acknowledged, for at most `timeout_s`."""
         self._draining = True
-        dropped = sum(len(q) for q in self._queues.values())
+        queued = [r.correlation_id for q in self._queues.values() for r in q]
         self._queues.clear()
-        self._known.clear()
+        # Only what was queued leaves the lease: what is at the provider stays held until its result lands (a
+        # sweep during `down` must not expire it), and an open Message Batch stays in PostgreSQL for `up`.
+        self._known.difference_update(queued)
+        dropped = len(queued)
 
         async def quiet() -> None:
             while self._in_call or not self._sender.idle():
@@ -256,6 +275,8 @@ class ProviderWorker:
 
     def _settled(self, correlation_ids: list[str]) -> None:
         self._known.difference_update(correlation_ids)
+        if self._message_batches is not None:
+            self._message_batches.settled(correlation_ids)
         self._progress.set()
 
     async def stats(self) -> dict[str, int]:
@@ -267,6 +288,7 @@ class ProviderWorker:
             "slots": self._slots.size,
             "delivered": self._sender.delivered,
             "dropped": self._sender.dropped,
+            **(self._message_batches.stats() if self._message_batches is not None else {}),
         }
 
     def _next(self) -> ComparisonRequest | None:
@@ -280,21 +302,25 @@ class ProviderWorker:
             return queue.popleft()
         return None
 
-    def _take(self, n: int) -> list[ComparisonRequest]:
-        """Up to n requests, round-robin across batches, all for one model (one limiter key, one call)."""
+    def _take(self, n: int, max_chars: int | None = None) -> list[ComparisonRequest]:
+        """Up to n requests (and about `max_chars` of text), round-robin across batches, all for one model
+        (one limiter key, one call)."""
         reqs: list[ComparisonRequest] = []
+        chars = 0
         while len(reqs) < n:
             req = self._next()
             if req is None:
                 break
-            if reqs and req.model != reqs[0].model:
+            size = len(req.text_a) + len(req.text_b) + len(req.instructions)
+            if reqs and (req.model != reqs[0].model or (max_chars is not None and chars + size > max_chars)):
                 self._queues.setdefault(req.batch_id, deque()).appendleft(req)
                 break
             reqs.append(req)
+            chars += size
         return reqs
 
     async def _pump(self) -> None:
-        s = self._settings
+        """Messages mode: one call per comparison, each in a slot, after a grant of the pool's limiter."""
         while True:
             if not self._queues:
                 self._work.clear()
@@ -302,27 +328,21 @@ class ProviderWorker:
                 continue
             await self._slots.acquire()
             await self._asking.acquire()
-            if self._batches and s.batch_window_s:
-                await asyncio.sleep(s.batch_window_s)  # let this tick's requests join the same Message Batch
-            # Messages mode: a group of requests shares one permit request to the limiter (a Ray round trip
-            # on each side per comparison was a third of the limiter's and a seventh of the worker's CPU), as
-            # many as free slots and the asks allowed at the limiter (`acquire_depth` requests per worker, so
-            # a new batch waits behind no more than before) permit without waiting, at most PERMIT_GROUP.
+            # A group of requests shares one permit request to the limiter (a Ray round trip on each side per
+            # comparison was a third of the limiter's and a seventh of the worker's CPU), as many as free slots
+            # and the asks allowed at the limiter (`acquire_depth` requests per worker, so a new batch waits
+            # behind no more than before) permit without waiting, at most PERMIT_GROUP.
             extra = 0
-            if not self._batches:
-                queued = self._queued()
-                while (extra < PERMIT_GROUP - 1 and extra + 1 < queued and not self._asking.locked()
-                       and self._slots.try_acquire()):
-                    await self._asking.acquire()  # free: does not wait
-                    extra += 1
-            reqs = self._take(s.batch_max_requests if self._batches else 1 + extra) if not self._draining else []
-            for _ in range(extra + 1 - len(reqs) if not self._batches and reqs else 0):
+            queued = self._queued()
+            while (extra < PERMIT_GROUP - 1 and extra + 1 < queued and not self._asking.locked()
+                   and self._slots.try_acquire()):
+                await self._asking.acquire()  # free: does not wait
+                extra += 1
+            reqs = self._take(1 + extra) if not self._draining else []
+            for _ in range(extra + 1 - len(reqs)):
                 self._slots.release()  # fewer requests than the slots and asks taken for them
                 self._asking.release()
             if not reqs:
-                for _ in range(extra + 1):
-                    self._slots.release()
-                    self._asking.release()
                 if self._draining:
                     self._work.clear()
                     await self._work.wait()
@@ -334,15 +354,59 @@ class ProviderWorker:
             self._in_call += len(reqs)
             asyncio.get_running_loop().create_task(self._acquire_and_call(reqs))
 
+    async def _pump_message_batches(self) -> None:
+        """Message Batches mode: what every batch has queued, gathered for `batch_window_s`, goes out as one
+        Message Batch (up to `batch_max_requests`, ~200 MB, and this worker's share of the provider's queue).
+        A slot is held only while the create is made."""
+        assert self._message_batches is not None
+        s = self._settings
+        while True:
+            if not self._queues or self._draining:
+                self._work.clear()
+                await self._work.wait()
+                continue
+            await self._slots.acquire()
+            if s.batch_window_s:
+                await asyncio.sleep(s.batch_window_s)  # let this tick's requests join the same Message Batch
+            room = self._message_batches.room()
+            reqs = self._take(min(s.batch_max_requests, room), MESSAGE_BATCH_MAX_CHARS) \
+                if room > 0 and not self._draining else []
+            if not reqs:
+                self._slots.release()
+                if room <= 0:  # the provider's queue is full: wait for a Message Batch to be read
+                    self._progress.clear()
+                    await self._progress.wait()
+                continue
+            self._in_call += len(reqs)
+            asyncio.get_running_loop().create_task(self._create_message_batch(reqs))
+
+    async def _create_message_batch(self, reqs: list[ComparisonRequest]) -> None:
+        assert self._message_batches is not None
+        try:
+            self._calls += 1
+            while not await self._message_batches.submit(reqs):  # that size is awaiting another create's answer
+                if len(reqs) > 1:
+                    back = reqs.pop()
+                    self._queues.setdefault(back.batch_id, deque()).appendleft(back)
+                    self._call_ended(1)
+                    self._work.set()
+                else:
+                    await asyncio.sleep(0.1)
+        except Exception as exc:  # anything unexpected is a typed error result: a lease is never held
+            log.exception("message batch create failed unexpectedly (%s)", type(exc).__name__)
+            self._deliver_message_batch(reqs[0].model, [self._provider_call.unexpected(r, exc) for r in reqs])
+        finally:
+            self._slots.release()
+            self._call_ended(len(reqs))
+
     async def _acquire_and_call(self, reqs: list[ComparisonRequest]) -> None:
-        # The pool's one limiter: granted in arrival order across every worker, one grant per comparison
-        # whatever the mode.
+        # The pool's one limiter: granted in arrival order across every worker, one grant per comparison.
         key = f"{self._key_id}:{reqs[0].model}"
         try:
             try:
                 grants, waited = await self._limiter.acquire.remote(key, [self._estimate(r) for r in reqs])
             finally:
-                for _ in range(1 if self._batches else len(reqs)):
+                for _ in reqs:
                     self._asking.release()
         except RayError as exc:  # the limiter is restarting: put the requests back and try again
             log.warning("rate limiter unavailable (%s); retrying", type(exc).__name__)
@@ -357,13 +421,10 @@ class ProviderWorker:
             self._release(len(reqs))
             return
         metrics.observe("cj_rate_limit_wait_seconds", waited)
-        if self._batches:
-            await self._call(reqs, key, grants)
-        else:  # one call per comparison, each in its own slot
-            await asyncio.gather(*(self._call([r], key, [g]) for r, g in zip(reqs, grants, strict=True)))
+        await asyncio.gather(*(self._call(r, key, g) for r, g in zip(reqs, grants, strict=True)))
 
-    def _record_metrics(self, req: ComparisonRequest, result: ComparisonResult) -> None:
-        who = {"provider": self._provider, "model": req.model}
+    def _record_metrics(self, model: str, result: ComparisonResult) -> None:
+        who = {"provider": self._provider, "model": model}
         metrics.inc("llm_provider_requests_total", 1.0, **who,
                     outcome="ok" if result.error_type is None else result.error_type.value)
         metrics.observe("llm_provider_latency_seconds", result.latency_ms / 1000.0, **who)
@@ -378,9 +439,8 @@ class ProviderWorker:
             metrics.inc("llm_provider_cost_usd_total", result.cost_usd, **who)
 
     def _release(self, n: int) -> None:
-        """`n` requests leave without a call: their slots (one per request in Messages mode, one for a
-        Message Batch) are free again."""
-        for _ in range(1 if self._batches else n):
+        """`n` requests leave without a call: their slots are free again."""
+        for _ in range(n):
             self._slots.release()
         self._call_ended(n)
 
@@ -391,35 +451,27 @@ class ProviderWorker:
         self._in_call -= n
         self._progress.set()
 
-    async def _call(self, reqs: list[ComparisonRequest], key: str, grants: list[Any]) -> None:
-        # In call until their results are with the sender: `drain` must not see quiet before that.
-        s = self._settings
+    async def _call(self, req: ComparisonRequest, key: str, grant: Any) -> None:
+        # In call until its result is with the sender: `drain` must not see quiet before that.
         try:
             try:
                 self._calls += 1
-                price = s.price_for(reqs[0].model)
                 try:
-                    if self._batches:
-                        assert s.batch_poll_s is not None and s.batch_poll_max_s is not None  # set by Settings
-                        outcomes = await self._compare_batch(
-                            self._client, reqs, price, poll_s=s.batch_poll_s, poll_max_s=s.batch_poll_max_s,
-                            outage_s=s.provider_outage_s, api=self._batch_api(reqs))
-                    else:
-                        outcomes = [await self._compare(self._client, reqs[0], price)]
+                    outcome = await self._compare(self._client, req, self._settings.price_for(req.model))
                 except Exception as exc:  # anything unexpected is a typed error result: a lease is never held
                     log.exception("provider call failed unexpectedly (%s)", type(exc).__name__)
-                    outcomes = [self._provider_call.unexpected(r, exc) for r in reqs]
+                    outcome = self._provider_call.unexpected(req, exc)
             finally:
                 self._slots.release()
-            await self._settle(key, reqs, grants, outcomes)
+            self._report(key, [(grant, outcome.headers, *self._usage(grant, outcome))])
+            self._settle(req.model, outcome)
         finally:
-            self._call_ended(len(reqs))
+            self._call_ended(1)
 
-    def _batch_api(self, reqs: list[ComparisonRequest]) -> Any:
-        """A Message Batch's polls, results and cancel through the pool's limiter (a bucket of their own: they
-        are not comparisons); cancelled once every comparison in it belongs to a batch that was dropped."""
-        key = f"{self._key_id}:message-batches-api"
-        batch_ids = {r.batch_id for r in reqs}
+    def _batch_api(self) -> Any:
+        """The Message Batches API's calls through the pool's limiter, in a bucket of the Batches API's own limits:
+        they are not comparisons."""
+        key = f"{self._key_id}{BATCHES_API}"
 
         async def permit() -> Any:
             grants, _ = await self._limiter.acquire.remote(key, [0])
@@ -433,7 +485,11 @@ class ProviderWorker:
             with contextlib.suppress(RayError):
                 await self._limiter.report.remote(key, [(grant, headers, None, retry_after_s)])
 
-        return self._provider_call.BatchApi(permit, answered, refused, lambda: batch_ids <= self._dropped)
+        return self._provider_call.BatchApi(permit, answered, refused)
+
+    def _deliver_message_batch(self, model: str, outcomes: list[Any]) -> None:
+        for outcome in outcomes:
+            self._settle(model, outcome)
 
     @staticmethod
     def _usage(grant: Any, outcome: Any) -> tuple[tuple[int, int] | None, float | None]:
@@ -468,22 +524,20 @@ class ProviderWorker:
         for key, items in reports.items():
             asyncio.get_running_loop().create_task(send(key, items))
 
-    async def _settle(self, key: str, reqs: list[ComparisonRequest], grants: list[Any], outcomes: list[Any]) -> None:
-        self._report(key, [(g, o.headers, *self._usage(g, o)) for g, o in zip(grants, outcomes, strict=True)])
-        for req, outcome in zip(reqs, outcomes, strict=True):
-            result = outcome.result
-            self._record_metrics(req, result)
-            if result.http_status == 200 or result.error_type is None:
-                self._latencies.append(result.latency_ms / 1000.0)
-                self._answered += 1
-                if self._adaptive and self._answered % 16 == 0:
-                    s = self._settings
-                    self._slots.resize(calls_in_flight(s.requests_per_minute, self._latencies, s.workers, MIN_SLOTS))
-            if result.error_type is not None:
-                # One structured line per failure: ids, status and limits; never the key or essay text.
-                log.warning("provider error %s", json.dumps({
-                    "event": "provider_error", "batch_id": req.batch_id, "correlation_id": req.correlation_id,
-                    "error_type": result.error_type.value, "http_status": result.http_status, "model": req.model,
-                    "request_id": result.provider_request_id, "ratelimit": outcome.headers,
-                }), extra={"batch_id": req.batch_id, "correlation_id": req.correlation_id})
-            self._sender.add(result)
+    def _settle(self, model: str, outcome: Any) -> None:
+        result = outcome.result
+        self._record_metrics(model, result)
+        if result.http_status == 200 or result.error_type is None:
+            self._latencies.append(result.latency_ms / 1000.0)
+            self._answered += 1
+            if self._adaptive and self._answered % 16 == 0:
+                s = self._settings
+                self._slots.resize(calls_in_flight(s.requests_per_minute, self._latencies, s.workers, MIN_SLOTS))
+        if result.error_type is not None:
+            # One structured line per failure: ids, status and limits; never the key or essay text.
+            log.warning("provider error %s", json.dumps({
+                "event": "provider_error", "batch_id": result.batch_id, "correlation_id": result.correlation_id,
+                "error_type": result.error_type.value, "http_status": result.http_status, "model": model,
+                "request_id": result.provider_request_id, "ratelimit": outcome.headers,
+            }), extra={"batch_id": result.batch_id, "correlation_id": result.correlation_id})
+        self._sender.add(result)

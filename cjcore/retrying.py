@@ -20,10 +20,10 @@ set_on_retry_hooks([])
 
 
 def retrying(
-    on: Callable[[Exception], bool | float], *, within_s: float, first_s: float = 0.1, max_s: float = 2.0
+    on: Callable[[Exception], bool | float], *, within_s: float | None, first_s: float = 0.1, max_s: float = 2.0
 ) -> AsyncIterable[stamina.Attempt]:
     """`async for attempt in retrying(…): with attempt: …` — waits first_s, doubling up to max_s, each plus
     up to first_s of random jitter (so the first retries of many callers spread over first_s instead of
-    landing together), until `within_s` has passed since the first try."""
+    landing together), until `within_s` has passed since the first try (None: for ever)."""
     return stamina.retry_context(on=on, attempts=None, timeout=within_s, wait_initial=first_s, wait_max=max_s,
                                  wait_jitter=first_s)

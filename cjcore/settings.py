@@ -42,6 +42,9 @@ def default_state_dir() -> Path:
     return Path(base) / "cj"
 
 
+BATCHES_PAIRS_PER_ESSAY = 2.5  # `bench pairing --sections rounds`: 24 essays reach 0.85 in at most 4 round trips
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CJ_", extra="ignore")
 
@@ -74,9 +77,13 @@ class Settings(BaseSettings):
     # Batches API, many comparisons per call at half price (the provider answers within 24 h; the
     # simulated one after --latency-ms): the mode for bulk marking and for throughput past ~300/s here.
     provider_mode: Literal["messages", "batches"] = "messages"
-    batch_max_requests: int = Field(default=1_000, ge=1, le=100_000)  # per Message Batch
+    batch_max_requests: int = Field(default=1_000, ge=1, le=100_000)  # per Message Batch (and at most 256 MB)
     batch_window_s: float = Field(default=0.05, ge=0)  # gather requests this long before creating a batch
-    batches_in_flight: int = Field(default=4, ge=1, le=1_000)  # per worker
+    # The Batches API's own limits (not the Messages buckets): its calls (create, list, retrieve, results,
+    # cancel) per minute across the pool (None: 50, tier 1's, against the real API; 6,000 against the
+    # simulator), and requests waiting in Message Batches at the provider at once.
+    batches_api_requests_per_minute: int | None = Field(default=None, ge=1)
+    batch_queue_max_requests: int = Field(default=100_000, ge=1)
     # Status polls of a Message Batch: the first after batch_poll_s, growing 1.5× per poll to batch_poll_max_s.
     # Unset, they suit the provider: 0.05 s → 30 s against the simulator; 30 s → 300 s against the real API,
     # whose batches take minutes to hours (polls go through the limiter, in a bucket of their own).
@@ -94,7 +101,9 @@ class Settings(BaseSettings):
     target_reliability: float = Field(default=0.9, gt=0, le=1)
     min_comparisons_per_essay: float = Field(default=4.0, ge=0)
     max_iterations: int = Field(default=20, ge=1)
-    pairs_per_essay_per_round: float = Field(default=1.0, gt=0)
+    # Pairs planned per essay each round. None: 1 in Messages mode (a round trip takes seconds, so small adaptive
+    # rounds cost nothing), 2.5 in Message Batches mode (a round trip takes up to hours: fewer, larger rounds).
+    pairs_per_essay_per_round: float | None = Field(default=None, gt=0)
     bt_regularization: float = Field(default=0.3, gt=0)  # prior precision; see README "Adaptive pairing"
     max_attempts: int = Field(default=3, ge=1, le=10)  # per comparison, counting retries as new attempts
     min_success_rate: float = Field(default=0.25, ge=0, le=1)  # valid / attempts; below it the batch FAILS
@@ -158,7 +167,18 @@ class Settings(BaseSettings):
             self.batch_poll_s = 30.0 if real else 0.05
         if self.batch_poll_max_s is None:
             self.batch_poll_max_s = 300.0 if real else 30.0
+        if self.batches_api_requests_per_minute is None:
+            self.batches_api_requests_per_minute = 50 if real else 6_000
         return self
+
+    @property
+    def round_pairs_per_essay(self) -> float:
+        if self.pairs_per_essay_per_round is not None:
+            return self.pairs_per_essay_per_round
+        return BATCHES_PAIRS_PER_ESSAY if self.provider_mode == "batches" else 1.0
+
+    def batches_api_limits(self) -> Limits:
+        return Limits(self.batches_api_requests_per_minute or 50, 10**12)
 
     def limits(self) -> Limits:
         return Limits(self.requests_per_minute, self.tokens_per_minute, self.output_tokens_per_minute)

@@ -10,6 +10,7 @@ Bad input raises InvalidRequest (naming the field) before anything is stored.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ from cjcore.grade_projection import Anchor, boundaries
 from cjcore.settings import Settings
 from storage.batch_writes import BatchWrites
 from storage.database import make_engine
+from storage.message_batches import MessageBatchStore
 from storage.metrics import MetricsQueries
 from storage.read_models import ReadModels
 from storage.records import NewBatch
@@ -59,6 +61,7 @@ class CJClient:
         outage_s = settings.database_outage_s
         self.writes = BatchWrites(self._engine, outage_s)  # creating, cancelling
         self.reads = ReadModels(self._engine, outage_s)  # results, status, inspection
+        self.message_batches = MessageBatchStore(self._engine, outage_s)
         self.metrics = MetricsQueries(self._engine, outage_s)  # invariants, load reports
         self.rulers = RulerStore(self._engine, outage_s)
         self._hosts: int | None = None
@@ -243,6 +246,8 @@ class CJClient:
             raise BatchNotFound(f"batch {batch_id!r} not found")
         if batch_id is not None and rows[0]["state"] != BatchState.QUEUED.value:
             rows[0]["queue_position"] = None
+            waiting = await self.message_batches.waiting_for(batch_id)
+            rows[0]["message_batches"] = [dataclasses.asdict(w) for w in waiting]
             return rows
         queued = rows if batch_id is None else await self.reads.health()
         places = {q.batch_id: i + 1 for i, q in enumerate(admission.order(

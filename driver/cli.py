@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a Message Batch ends no sooner than this many seconds after it was created")
     sp.add_argument("--batch-api-overload-rate", type=_rate("--batch-api-overload-rate"), default=0.0,
                     help="share of Message Batches API calls (create, retrieve, results, cancel) answered 529")
+    sp.add_argument("--batch-create-lost-rate", type=_rate("--batch-create-lost-rate"), default=0.0,
+                    help="share of Message Batch creates accepted (run and billed) whose answer is lost")
     sp.add_argument("--seed", type=int, default=None)
     sp.set_defaults(func=cmd_sim_provider)
 
@@ -140,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="CJ_MAX_LIVE_BATCHES for the local stack (default: from the node's cores and memory)")
     lt.add_argument("--batch-delay-s", type=float, default=0.0,
                     help="--mode batches: each Message Batch ends no sooner than this (the simulator's)")
+    lt.add_argument("--batch-create-lost-rate", type=_rate("--batch-create-lost-rate"), default=0.0,
+                    help="--mode batches: share of Message Batch creates whose answer is lost (the simulator's)")
     lt.add_argument("--fault-rate", type=_rate("--fault-rate"), default=0.2,
                     help="share of provider calls that fail (500, 529, malformed, hang)")
     lt.add_argument("--latency-ms", type=float, default=50.0)

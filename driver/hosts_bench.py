@@ -72,7 +72,7 @@ def run_hosts_bench(args: argparse.Namespace, settings: Settings, local_stack: A
     n = args.batches or 10_000
     settings = settings.model_copy(update={
         "provider_mode": "batches", "max_live_batches": n + 1, "passivate_after_s": args.passivate_after_s,
-        "requests_per_minute": 10**7, "tokens_per_minute": 10**10, "batches_in_flight": 1,
+        "requests_per_minute": 10**7, "tokens_per_minute": 10**10,
         "max_processing_seconds": 10_000.0, "batch_idle_s": 10_000.0})
     request = eng5_request()
     request.update(max_comparisons=100, pair_generation_seed=None)

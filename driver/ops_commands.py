@@ -111,7 +111,7 @@ def cmd_sim_provider(args: argparse.Namespace, settings: Settings) -> int:
         timeout_rate=args.timeout_rate, malformed_rate=args.malformed_rate, max_tokens_rate=args.max_tokens_rate,
         invalid_rate=args.invalid_rate, auth_error_rate=args.auth_error_rate, output_tpm=args.output_tpm,
         batch_delay_s=args.batch_delay_s, batch_api_overload_rate=args.batch_api_overload_rate, seed=args.seed,
-        garbage_rate=args.garbage_rate,
+        garbage_rate=args.garbage_rate, batch_create_lost_rate=args.batch_create_lost_rate,
     ))
 
     async def serve() -> None:
@@ -131,7 +131,8 @@ def cmd_loadtest(args: argparse.Namespace, settings: Settings) -> int:
     f = args.fault_rate  # split over the kinds of fault a provider shows
     sim_config = SimConfig(truth=eng5_truth(), noise=0.5, latency_ms=args.latency_ms, seed=args.seed,
                            error_rate=0.4 * f, overload_rate=0.3 * f, malformed_rate=0.2 * f, timeout_rate=0.1 * f,
-                           hang_s=args.provider_timeout + 1, batch_delay_s=args.batch_delay_s)
+                           hang_s=args.provider_timeout + 1, batch_delay_s=args.batch_delay_s,
+                           batch_create_lost_rate=args.batch_create_lost_rate)
     remote = settings.ray_address is not None
     update: dict[str, Any] = {"provider_timeout_s": args.provider_timeout, "requests_per_minute": args.rpm,
                               "tokens_per_minute": args.tpm, "provider_mode": args.mode}

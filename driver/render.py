@@ -61,6 +61,11 @@ def health_table(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         table.add_row(*[f"{r[c]:.0f}" if c == "age_s" else "" if r.get(c) is None else str(r[c]) for c in cols])
     console.print(table)
+    for r in rows:
+        for w in r.get("message_batches") or []:
+            polled = f", last polled {w['polled_at']:%H:%M:%S}" if w["polled_at"] else ""
+            console.print(f"waiting on Message Batch {w['provider_batch_id'] or '(create unanswered)'}: "
+                          f"{w['items']} comparisons, {w['state']} since {w['created_at']:%Y-%m-%d %H:%M:%S}{polled}")
 
 
 def rows_table(title: str, rows: list[dict[str, Any]]) -> None:

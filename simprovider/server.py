@@ -52,6 +52,7 @@ class SimConfig:
     hang_s: float = 600.0  # how long a simulated timeout hangs before answering
     batch_delay_s: float = 0.0  # a Message Batch ends no sooner than this after it was created
     batch_api_overload_rate: float = 0.0  # Message Batch create/retrieve/results/cancel answered 529 at this rate
+    batch_create_lost_rate: float = 0.0  # a create accepted (the batch runs, is billed) but its answer lost
     garbage_rate: float = 0.0  # a Messages call answered 200 with a body that is not JSON (a proxy's page)
     initial_s: float = 60.0  # seconds' worth in each bucket at start: 60 is a full bucket (a rested key)
     min_cacheable_tokens: int | None = None  # None: the model's own minimum (MIN_CACHEABLE_TOKENS)
@@ -111,7 +112,6 @@ class SimProvider:
         self._judge = Judge(self.config.truth, self.config.noise, self.config.position_bias, self._rng)
         self._cache: dict[str, float] = {}  # sha of cached prefix → expiry (monotonic)
         self._buckets: dict[str, TokenBucket] = {}
-        self._batches: OrderedDict[str, dict[str, Any]] = OrderedDict()  # Message Batches, oldest first
         self.reset_stats()
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -143,8 +143,11 @@ class SimProvider:
             "charged_input_tokens": 0,  # what the input tokens/min bucket was charged
             "first_request_at": None, "last_request_at": None, "batches": 0, "largest_batch": 0,
             "batches_created": 0, "batches_cancelled": 0, "batch_api_calls": 0, "batch_api_overloaded": 0,
-            "garbage": 0,
+            "garbage": 0, "batch_creates_lost": 0,
         }
+        self._batches: OrderedDict[str, dict[str, Any]] = OrderedDict()  # Message Batches, oldest first
+        self._evicted_billed = 0  # billed items of Message Batches no longer kept
+        self._evicted_unread = 0
 
     # -- rate limits --------------------------------------------------------------------------------
 
@@ -437,11 +440,40 @@ class SimProvider:
         self._batches[batch_id] = {
             "lines": lines, "created_at": created,
             "ends_at": created + max(self.config.latency_ms / 1000.0, self.config.batch_delay_s),
-            "counts": Counter(line["result"]["type"] for line in lines),
+            "counts": Counter(line["result"]["type"] for line in lines), "cancelled": False, "read": False,
         }
         while len(self._batches) > MAX_KEPT_BATCHES:
-            self._batches.popitem(last=False)
+            _, old = self._batches.popitem(last=False)
+            self._evicted_billed += old["counts"]["succeeded"]
+            self._evicted_unread += self._unread(old, time.time())
+        if self._rng.random() < self.config.batch_create_lost_rate:
+            # Accepted, running and billed, but the answer never arrives: the connection closes first.
+            self.stats["batch_creates_lost"] += 1
+            if request.transport is not None:
+                request.transport.close()
         return web.json_response(self._batch_object(batch_id, _base_url(request)), headers={"request-id": request_id})
+
+    @staticmethod
+    def _unread(b: dict[str, Any], now: float) -> bool:
+        return now >= b["ends_at"] and not b["cancelled"] and not b["read"]
+
+    async def list_batches(self, request: web.Request) -> web.Response:
+        """Newest first, paginated by `after_id` (older than that id) and `limit` (1–1000, default 20), in the
+        real API's page shape."""
+        if (fault := self._batch_api_fault()) is not None:
+            return fault
+        try:
+            limit = min(1000, max(1, int(request.query.get("limit", "20"))))
+        except ValueError:
+            return _error(400, "invalid_request_error", "limit: an integer is required", {})
+        ids = list(reversed(self._batches))
+        after = request.query.get("after_id")
+        if after:
+            ids = ids[ids.index(after) + 1:] if after in self._batches else []
+        page = ids[:limit]
+        base = _base_url(request)
+        return web.json_response({"data": [self._batch_object(i, base) for i in page], "has_more": len(ids) > limit,
+                                  "first_id": page[0] if page else None, "last_id": page[-1] if page else None})
 
     async def get_batch(self, request: web.Request) -> web.Response:
         if (fault := self._batch_api_fault()) is not None:
@@ -461,6 +493,7 @@ class SimProvider:
             return _error(404, "not_found_error", f"no message batch {batch_id}", {})
         if time.time() < b["ends_at"]:
             self.stats["batches_cancelled"] += 1
+            b["cancelled"] = True
             b["lines"] = [{"custom_id": line["custom_id"], "result": {"type": "canceled"}} for line in b["lines"]]
             b["counts"] = Counter(canceled=len(b["lines"]))
             b["ends_at"] = time.time()
@@ -473,16 +506,26 @@ class SimProvider:
         b = self._batches.get(batch_id)
         if b is None or time.time() < b["ends_at"]:
             return _error(404, "not_found_error", f"no results for message batch {batch_id}", {})
+        b["read"] = True
         body = "\n".join(json.dumps(line) for line in b["lines"]) + "\n"
         return web.Response(body=body.encode(), content_type="application/binary")
 
+    def batch_stats(self) -> dict[str, int]:
+        """What the provider bills of Message Batches (items that ended `succeeded`) and how many ended
+        batches, not cancelled, were never read."""
+        now = time.time()
+        ended = [b for b in self._batches.values() if now >= b["ends_at"]]
+        return {"batch_items_billed": self._evicted_billed + sum(b["counts"]["succeeded"] for b in ended),
+                "batches_unread": self._evicted_unread + sum(self._unread(b, now) for b in ended)}
+
     async def get_stats(self, request: web.Request) -> web.Response:
-        return web.json_response(self.stats)
+        return web.json_response({**self.stats, **self.batch_stats()})
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=32 * 1024 * 1024)
         app.router.add_post("/v1/messages", self.messages)
         app.router.add_post("/v1/messages/batches", self.create_batch)
+        app.router.add_get("/v1/messages/batches", self.list_batches)
         app.router.add_get("/v1/messages/batches/{batch_id}", self.get_batch)
         app.router.add_post("/v1/messages/batches/{batch_id}/cancel", self.cancel_batch)
         app.router.add_get("/v1/messages/batches/{batch_id}/results", self.batch_results)

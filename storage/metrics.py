@@ -19,6 +19,7 @@ from storage.records import (
     Store,
 )
 from storage.schema import (
+    WAITING_ON_MESSAGE_BATCH_SQL,
     batch_states,
 )
 
@@ -35,7 +36,8 @@ class MetricsQueries(Store):
 SELECT coalesce(sum(submitted_comparisons), 0) AS submitted, coalesce(sum(completed_comparisons), 0) AS completed,
        coalesce(sum(failed_comparisons), 0) AS failed,
        count(*) FILTER (WHERE state NOT IN ('QUEUED', 'COMPLETED', 'FAILED', 'CANCELLED')
-                          AND last_activity_at < now() - make_interval(secs => :idle)) AS stuck,
+                          AND last_activity_at < now() - make_interval(secs => :idle)
+                          AND NOT """ + WAITING_ON_MESSAGE_BATCH_SQL.format(idle=":idle") + """) AS stuck,
        p.expired, p.retried,
        (SELECT count(*) FROM cj_event_outbox WHERE published_at IS NULL) AS outbox_unpublished,
        (SELECT count(*) FROM cj_batch_health WHERE state = 'COMPLETED' AND anchors > 0 AND essays > anchors

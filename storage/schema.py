@@ -132,9 +132,33 @@ pairs = Table(
     Column("latency_ms", Integer),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("completed_at", DateTime(timezone=True)),
+    Column("message_batch", Text),  # cj_message_batches.id of the Message Batch it went out in (0007)
     Index("ix_cj_pairs_batch", "batch_id"),
+    Index("ix_cj_pairs_message_batch", "message_batch", postgresql_where=text("message_batch IS NOT NULL")),
     Index("ix_cj_pairs_in_flight", "created_at", postgresql_where=text("winner IS NULL")),
     Index("ux_cj_pairs_retry_of", "retry_of", unique=True, postgresql_where=text("retry_of IS NOT NULL")),
+)
+
+# Message Batches (0007): `creating` (the row is written before the create is sent), `pending` (the provider's
+# id is known), then `read`, `cancelled` or `failed` (closed). Invariant 13.
+OPEN_MESSAGE_BATCH = ("creating", "pending")
+message_batches = Table(
+    "cj_message_batches",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("provider_batch_id", Text, unique=True),
+    Column("ray_namespace", Text, nullable=False),
+    Column("worker", Integer, nullable=False),
+    Column("model", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("items", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("provider_created_at", DateTime(timezone=True)),
+    Column("polled_at", DateTime(timezone=True)),
+    Column("closed_at", DateTime(timezone=True)),
+    Index("ix_cj_message_batches_open", "ray_namespace", "worker",
+          postgresql_where=text("state IN ('creating', 'pending')")),
+    Index("ux_cj_message_batches_creating", "items", unique=True, postgresql_where=text("state = 'creating'")),
 )
 
 projections = Table(
@@ -208,3 +232,15 @@ NOT_LIVE = [BatchState.QUEUED, *TERMINAL_STATES]
 def of_deployment(namespace: str):  # type: ignore[no-untyped-def]
     """The batches submitted to the deployment in this Ray namespace (rows before 0004: the default one)."""
     return func.coalesce(batches.c.ray_namespace, "cj") == namespace
+
+
+WAITING_ON_MESSAGE_BATCH_SQL = """EXISTS (
+  SELECT 1 FROM cj_comparison_pairs wp JOIN cj_message_batches wm ON wm.id = wp.message_batch
+   WHERE wp.batch_id = cj_batch_states.batch_id AND wp.winner IS NULL AND wm.state IN ('creating', 'pending')
+     AND coalesce(wm.polled_at, wm.created_at) > now() - make_interval(secs => {idle}))"""
+
+
+def not_waiting_on_message_batch(idle_s: float):  # type: ignore[no-untyped-def]
+    """The batch has no comparison in an open Message Batch that answered a poll within `idle_s` (one that has
+    is waiting, for up to 24 h, not stuck)."""
+    return text("NOT " + WAITING_ON_MESSAGE_BATCH_SQL.format(idle=float(idle_s)))

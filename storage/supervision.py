@@ -11,6 +11,7 @@ from storage.schema import (
     NOT_LIVE,
     batch_states,
     batches,
+    not_waiting_on_message_batch,
     of_deployment,
 )
 
@@ -19,14 +20,17 @@ class SupervisionQueries(Store):
     """What the Supervisor sweeps."""
 
     async def stuck_pairs(self, older_than_s: float, namespace: str) -> dict[str, list[str]]:
-        """Correlation ids of the deployment's batches without a result for longer than `older_than_s`."""
+        """Correlation ids of the deployment's batches without a result for longer than `older_than_s`, leaving
+        out those waiting in an open Message Batch (read or cancelled whatever happens: invariant 13)."""
         async with self.engine.connect() as conn:
             rows = (
                 await conn.execute(
                     text(
                         "SELECT p.batch_id, p.correlation_id FROM cj_comparison_pairs p JOIN cj_batches b "
                         "USING (batch_id) WHERE p.winner IS NULL AND coalesce(b.ray_namespace, 'cj') = :ns "
-                        "AND p.created_at < now() - make_interval(secs => :s) ORDER BY p.id"
+                        "AND p.created_at < now() - make_interval(secs => :s) AND NOT EXISTS (SELECT 1 FROM "
+                        "cj_message_batches m WHERE m.id = p.message_batch AND m.state IN ('creating', 'pending')) "
+                        "ORDER BY p.id"
                     ),
                     {"s": older_than_s, "ns": namespace},
                 )
@@ -46,7 +50,7 @@ class SupervisionQueries(Store):
                     .where(
                         batch_states.c.state.not_in(NOT_LIVE),
                         batch_states.c.last_activity_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, idle_s),
-                        of_deployment(namespace),
+                        of_deployment(namespace), not_waiting_on_message_batch(idle_s),
                     )
                 )
             ).all()
