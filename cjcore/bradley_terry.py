@@ -36,6 +36,7 @@ from cjcore.scores import BTFit
 # let sparse early rounds blow scores up, which misleads adaptive pairing (README).
 DEFAULT_ALPHA = 0.3
 MAX_NEWTON_STEPS = 50
+DENSE_BELOW = 100  # essays: below, Newton steps solve a dense Hessian; above, sparse CG (crossover ~100–150 here)
 MAX_STEP = 5.0  # logits; keeps Newton from a zero start on near-separable data inside the prior's reach
 TOLERANCE = 1e-9  # on the gradient of the log-posterior
 SPLIT_HALF_REPEATS = 8  # each is two scores-only fits: ~0.1 s at 2,000 essays
@@ -60,19 +61,24 @@ def fit(
     x = np.zeros(n + 1)
     for e, (s, _) in fixed.items():
         x[index[e]] = s
+    dense = n < DENSE_BELOW
     for _ in range(MAX_NEWTON_STEPS if valid else 0):
         grad = _gradient(x, a, b, a_won, alpha)[free]
         if np.max(np.abs(grad)) < TOLERANCE:
             break
-        hess = _hessian(x, a, b, alpha)[free][:, free]
-        step, _ = cg(hess, grad, rtol=1e-12, atol=0.0, M=sparse.diags(1.0 / hess.diagonal()))
+        if dense:
+            step = np.linalg.solve(_dense_hessian(x, a, b, alpha)[np.ix_(free, free)], grad)
+        else:
+            hess = _hessian(x, a, b, alpha)[free][:, free]
+            step, _ = cg(hess, grad, rtol=1e-12, atol=0.0, M=sparse.diags(1.0 / hess.diagonal()))
         step *= min(1.0, MAX_STEP / max(float(np.max(np.abs(step))), 1e-300))
         x[free] -= step
     var = np.zeros(n + 1)
     if with_se:
         # diag(H⁻¹) from one Cholesky factor, inverted in place (LAPACK potrf, potri: one n² array)
-        factor, info = lapack.dpotrf(_hessian(x, a, b, alpha)[free][:, free].toarray(order="F"), lower=1,
-                                       overwrite_a=1)
+        full = _dense_hessian(x, a, b, alpha)[np.ix_(free, free)] if dense \
+            else _hessian(x, a, b, alpha)[free][:, free].toarray()
+        factor, info = lapack.dpotrf(np.asfortranarray(full), lower=1, overwrite_a=1)
         if info:
             raise ArithmeticError(f"Bradley-Terry Hessian not positive definite (potrf info {info})")
         if not fixed:  # score SEs under sum-to-zero: diag(CΣC) = Σ_ii − 2(Σ1)_i/n + 1ᵀΣ1/n²
@@ -116,6 +122,21 @@ def _hessian(x: np.ndarray, a: np.ndarray, b: np.ndarray, alpha: float) -> spars
     data = np.concatenate((w, w, -w, -w, w, w, -w, -w, w))
     hess = sparse.coo_matrix((data, (rows, cols)), shape=(n + 1, n + 1)).tocsr()  # duplicates summed
     return (hess + alpha * sparse.identity(n + 1, format="csr")).tocsr()
+
+
+def _dense_hessian(x: np.ndarray, a: np.ndarray, b: np.ndarray, alpha: float) -> np.ndarray:
+    """The same Hessian as a dense array, summed with one bincount: below DENSE_BELOW essays a dense solve
+    is faster than building sparse matrices and iterating (a 24-essay fit: 15 ms → 1.9 ms)."""
+    n = len(x) - 1
+    p = _p_first_wins(x, a, b)
+    w = p * (1.0 - p)
+    h = np.full_like(a, n)
+    rows = np.concatenate((a, b, a, b, a, h, b, h, h))
+    cols = np.concatenate((a, b, b, a, h, a, h, b, h))
+    data = np.concatenate((w, w, -w, -w, w, w, -w, -w, w))
+    hess = np.bincount(rows * (n + 1) + cols, data, (n + 1) ** 2).astype(float).reshape(n + 1, n + 1)
+    hess[np.diag_indices(n + 1)] += alpha
+    return hess
 
 
 def _p_first_wins(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:

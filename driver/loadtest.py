@@ -111,7 +111,7 @@ class ProviderStats:
 
     def _read(self) -> dict[str, Any]:
         if self._sim is not None:
-            return dict(self._sim.stats)
+            return {**self._sim.stats, **self._sim.batch_stats()}
         if self._url is None:
             return {}
         import httpx
@@ -263,9 +263,11 @@ async def _report(client: Any, ids: list[str], others: list[str], results: list[
     provider, so they count where the provider's own figures are compared with the rows."""
     states: Counter[str] = Counter()
     problems: dict[str, list[str]] = {}
+    rounds = 0
     for batch_id in ids:
-        state, _ = await client.reads.state_of(batch_id)
+        state, counters = await client.reads.state_of(batch_id)
         states[state.value] += 1
+        rounds = max(rounds, counters.iterations)
         bad = await client.metrics.check_invariants(batch_id)
         if bad:
             problems[batch_id] = bad
@@ -296,6 +298,14 @@ async def _report(client: Any, ids: list[str], others: list[str], results: list[
         # repeated after a crash (invariant 7): served minus answered rows.
         "provider_calls": served.get("requests"),
         "provider_calls_repeated": max(0, served["requests"] - row.answered) if "requests" in served else None,
+        "max_rounds": rounds,  # the most rounds (provider round trips, retries aside) any batch took
+        # Message Batches (the simulator's figures): items billed (ended `succeeded`) against verdicts recorded,
+        # and Message Batches that ended unread (each one bought must be read or cancelled: invariant 13).
+        "message_batches_created": served.get("batches_created"),
+        "message_batch_creates_lost": served.get("batch_creates_lost"),
+        "message_batch_items_billed": served.get("batch_items_billed"),
+        "verdicts_recorded": row.valid_all,  # the load's and the small batch's: what billed items should equal
+        "message_batches_unread": served.get("batches_unread"),
         "events": row.events,
         "events_per_batch": {str(k): v for k, v in sorted(per_batch.items())},
         "chaos": plan.chaos,

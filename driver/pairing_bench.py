@@ -15,6 +15,8 @@ Sections (each a table; medians or shares over seeds):
   Brier score, calibration error of the top probability.
 - `misfit`: how often one essay judged erratically is flagged, and how often consistent ones are.
 - `ruler`: students graded against a ruler calibrated once versus with the anchors inline.
+- `rounds`: round trips and comparisons to the stop for a 24-essay batch at target 0.85, Messages-mode rounds
+  (1 pair per essay) beside Message Batches-mode rounds (2.5), where each round trip can take hours.
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ class Batch:
     fixed: dict[str, tuple[float, float]] = field(default_factory=dict)
     comparisons: list[Comparison] = field(default_factory=list)
     fit: BTFit | None = None
+    pairs_per_essay: float = 1.0  # per round (CJ_PAIRS_PER_ESSAY_PER_ROUND)
 
     def rounds(self) -> Iterator[tuple[BTFit, float | None]]:
         """After each round: the fit and the largest score change since the previous one. The rounds are the
@@ -107,7 +110,7 @@ class Batch:
         n = len(self.ids)
         policy = Policy(threshold_pct=100, stability_threshold=0.0, max_iterations=10**9)
         book = BatchBook(batch_id=self.strategy, essay_ids=self.ids, policy=policy, held=frozenset(self.fixed),
-                         seed=self.seed)
+                         seed=self.seed, pairs_per_essay=self.pairs_per_essay)
         counters = Counters(total_budget=self.budget)
         while counters.submitted < self.budget:
             if self.strategy == "adaptive" or not book.attempted:
@@ -223,6 +226,37 @@ def stop_rule(args: argparse.Namespace) -> list[dict[str, Any]]:
                           "comparisons_range": [min(stops), max(stops)], "spearman": _median(rhos),
                           "share_spearman_ge_0.9": round(sum(r >= SPEARMAN_TARGET for r in rhos) / len(rhos), 2),
                           "reasons": dict(reasons)})
+    return table
+
+
+def round_trips(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Round trips (rounds) and comparisons to a stop, Messages-mode rounds beside Message Batches-mode rounds: an
+    ENG5 batch of 24 essays (12 anchors, 12 students), target reliability 0.85, the stop rule as the
+    coordinator applies it (the default policy: threshold 95%, stability 0.1, ≥ 4 valid per essay)."""
+    from cjcore.settings import BATCHES_PAIRS_PER_ESSAY
+
+    table = []
+    policy = Policy(threshold_pct=95, stability_threshold=0.1, max_iterations=20, target_reliability=0.85)
+    for mode, per_round in (("messages", 1.0), ("batches", BATCHES_PAIRS_PER_ESSAY)):
+        trips, comps, rhos, reasons = [], [], [], Counter[str]()
+        for seed in range(args.seeds):
+            batch, truth, _, _ = eng5_batch(12, seed, args.noise, args.position_bias, budget=200)
+            batch.pairs_per_essay = per_round
+            n, before = len(batch.ids), 0
+            for rounds, (fit, change) in enumerate(batch.rounds(), start=1):
+                done = len(batch.comparisons)
+                c = Counters(200, done, done, 0, rounds)
+                reason = decide(c, n, change, policy, new_valid=done - before, reliability=fit.ssr).reason
+                before = done
+                if reason:
+                    reasons[reason] += 1
+                    trips.append(rounds)
+                    comps.append(done)
+                    rhos.append(_accuracy(fit, truth)[0])
+                    break
+        table.append({"mode": mode, "pairs_per_essay_per_round": per_round, "round_trips": _median(trips, 1),
+                      "round_trips_max": max(trips), "comparisons": _median(comps, 1), "spearman": _median(rhos),
+                      "reasons": dict(reasons)})
     return table
 
 
@@ -382,7 +416,7 @@ def ruler(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 SECTIONS: dict[str, Callable[[argparse.Namespace], list[dict[str, Any]]]] = {
     "strategies": strategies, "stop": stop_rule, "reliability": reliability, "calibration": calibration,
-    "misfit": misfit, "ruler": ruler,
+    "misfit": misfit, "ruler": ruler, "rounds": round_trips,
 }
 
 

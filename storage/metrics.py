@@ -122,6 +122,8 @@ SELECT count(*) AS attempts,
        count(*) FILTER (WHERE winner = 'error') AS errors,
        (SELECT count(*) FROM cj_comparison_pairs WHERE batch_id = ANY(:all) AND winner IS NOT NULL
            AND coalesce(error_code, '') NOT IN ('QUEUE_TIMEOUT', 'CANCELLED')) AS answered,
+       (SELECT count(*) FROM cj_comparison_pairs WHERE batch_id = ANY(:all)
+           AND winner IN ('essay_a', 'essay_b')) AS valid_all,
        count(*) FILTER (WHERE retry_of IS NOT NULL) AS retries,
        count(*) FILTER (WHERE http_status IS NOT NULL) AS http_answers,
        count(*) FILTER (WHERE http_status = 429) AS http_429,
