@@ -39,7 +39,7 @@ class OutboxPublisher:
 
         self._settings = settings
         self._repo = OutboxStore(make_engine(settings.database_url_value(), pool_size=2), settings.database_outage_s)
-        self._url = settings.event_webhook_url
+        self._url = settings.webhook_url_value()  # from the node's environment or a file: never an argument
         self._http = httpx.AsyncClient(timeout=settings.webhook_timeout_s) if self._url else None
         self.counts: Counter[str] = Counter()
         self._task = asyncio.get_running_loop().create_task(self._loop())

@@ -140,7 +140,10 @@ class Settings(BaseSettings):
     # Observability and events
     metrics_port: int = Field(default=9464, ge=0, le=65535)  # 0: any free port (tests)
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 to let a Prometheus on another machine scrape
-    event_webhook_url: str | None = None  # outbox events POSTed here, at least once
+    # Outbox events are POSTed here, at least once. A secret (it may carry a token): never in an actor's
+    # arguments; the outbox reads it from its node's CJ_EVENT_WEBHOOK_URL, or from the file named here.
+    event_webhook_url: str | None = None
+    event_webhook_url_file: Path | None = None
     webhook_timeout_s: float = Field(default=5.0, gt=0)
     outbox_poll_s: float = Field(default=0.5, gt=0)
     log_level: str = "INFO"
@@ -205,7 +208,25 @@ class Settings(BaseSettings):
         the node's Ray, as `up` and `demo` do (on a cluster: export CJ_DATABASE_URL on every node)."""
         return self.model_copy(update={
             "anthropic_api_key": None, "real_provider": self.uses_real_anthropic,
-            "database_url": redacted(self.database_url) if self.database_url else None})
+            "database_url": redacted(self.database_url) if self.database_url else None,
+            "event_webhook_url": REDACTED if self.event_webhook_url else None})
+
+    def webhook_url_value(self) -> str | None:
+        """The webhook URL, read where it is used: as given (a driver), else the file, else (an actor given
+        REDACTED) this process's CJ_EVENT_WEBHOOK_URL. None: no webhook."""
+        if self.event_webhook_url_file is not None:
+            try:
+                return self.event_webhook_url_file.read_text().strip() or None
+            except OSError as exc:
+                raise ConfigError(f"CJ_EVENT_WEBHOOK_URL_FILE: cannot read {self.event_webhook_url_file}: "
+                                  f"{exc.strerror}") from None
+        if self.event_webhook_url != REDACTED:
+            return self.event_webhook_url
+        env = os.environ.get("CJ_EVENT_WEBHOOK_URL")
+        if not env:
+            raise ConfigError("CJ_EVENT_WEBHOOK_URL: the webhook URL is not in this node's environment; export it "
+                              "on the node before starting Ray there, or give CJ_EVENT_WEBHOOK_URL_FILE")
+        return env
 
     def database_url_value(self) -> str:
         """The database URL with its password: as given (a driver), or, redacted (an actor), from this

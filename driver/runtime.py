@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cjcore.errors import ConfigError
-from cjcore.settings import Settings, has_secret, redacted
+from cjcore.settings import REDACTED, Settings, has_secret, redacted
 from storage.database import embedded_pgdata, make_engine, start_embedded
 from storage.migrate import upgrade
 
@@ -93,7 +93,7 @@ def init_ray(settings: Settings, *, local: bool) -> None:
     driver_handlers = list(logging.getLogger().handlers)
     if local:
         _node_env()
-        with database_url_in_env(settings):  # the node's processes inherit it; actors' arguments never hold it
+        with secrets_in_env(settings):  # the node's processes inherit it; actors' arguments never hold it
             ray.init(address="local", namespace=settings.ray_namespace, include_dashboard=False,
                      log_to_driver=False, configure_logging=False, logging_config=logging_config)
     else:
@@ -162,22 +162,25 @@ def ensure_auth_token() -> None:
 
 
 @contextlib.contextmanager
-def database_url_in_env(settings: Settings) -> Iterator[None]:
-    """While a node's Ray starts: CJ_DATABASE_URL in this process's environment when the URL has a password, so
-    the node's processes (and so its actors) inherit it: the same route as the API key. Restored after."""
-    url = settings.database_url
-    if url is None or not has_secret(url):
-        yield
-        return
-    before = os.environ.get("CJ_DATABASE_URL")
-    os.environ["CJ_DATABASE_URL"] = url
+def secrets_in_env(settings: Settings) -> Iterator[None]:
+    """While a node's Ray starts: CJ_DATABASE_URL in this process's environment when the URL has a password, and
+    CJ_EVENT_WEBHOOK_URL when a webhook is set, so the node's processes (and so its actors) inherit them: the
+    same route as the API key, never an actor's argument. Restored after."""
+    wanted = {}
+    if settings.database_url and has_secret(settings.database_url):
+        wanted["CJ_DATABASE_URL"] = settings.database_url
+    if settings.event_webhook_url and settings.event_webhook_url != REDACTED:
+        wanted["CJ_EVENT_WEBHOOK_URL"] = settings.event_webhook_url
+    before = {name: os.environ.get(name) for name in wanted}
+    os.environ.update(wanted)
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop("CJ_DATABASE_URL", None)
-        else:
-            os.environ["CJ_DATABASE_URL"] = before
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def start_ray_head(dashboard_port: int = 8265) -> None:

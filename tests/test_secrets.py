@@ -115,4 +115,6 @@ def test_redaction_covers_a_password_in_the_query_and_the_webhook_url_is_not_pub
                         event_webhook_url="https://hooks.example/T0/B0/secret-token")
     published = str(settings.public())
     assert "s3cret" not in published and "secret-token" not in published
-    assert "s3cret" not in str(settings.for_actors().model_dump())
+    given = settings.for_actors()  # what actors get: neither secret (the outbox reads the URL where it runs)
+    assert "s3cret" not in str(given.model_dump()) and "secret-token" not in str(given.model_dump())
+    assert settings.webhook_url_value() == "https://hooks.example/T0/B0/secret-token"  # the driver's own
