@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 
 import ray
 
 from cjcore.rate_limit import Grant, Limits, PoolLimiter
 
 BATCHES_API = ":message-batches-api"
+MAX_POOLS = 64  # (key, model) pools kept; the least recently used idle ones go first (a model name is free text)
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
@@ -21,7 +23,7 @@ class RateLimiter:
     def __init__(self, limits: Limits, batches_api: Limits | None = None):
         self._default = limits
         self._batches_api = batches_api or limits  # keys ending BATCHES_API: the Batches API's own limits
-        self._pools: dict[str, PoolLimiter] = {}  # per (key fingerprint, model)
+        self._pools: OrderedDict[str, PoolLimiter] = OrderedDict()  # per (key fingerprint, model), LRU
         self._lock: dict[str, asyncio.Lock] = {}
         self.granted = 0
         self.waited_s = 0.0
@@ -32,7 +34,16 @@ class RateLimiter:
             limits = self._batches_api if key.endswith(BATCHES_API) else self._default
             self._pools[key] = PoolLimiter(limits, time.monotonic())
             self._lock[key] = asyncio.Lock()
+            self._forget_idle()
+        self._pools.move_to_end(key)
         return self._pools[key]
+
+    def _forget_idle(self) -> None:
+        """Past MAX_POOLS, drop the least recently used pools nobody is waiting on (a dropped pool starts again
+        as after a restart): the limiter's memory does not grow with every model name ever asked for."""
+        for old in list(self._pools)[: max(0, len(self._pools) - MAX_POOLS)]:
+            if not self._lock[old].locked():
+                del self._pools[old], self._lock[old]
 
     async def acquire(self, key: str, input_tokens: list[int]) -> tuple[list[Grant], float]:
         """Wait until each request fits, in order (one for a Messages call, many for a Message Batch);

@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import random
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
@@ -90,7 +91,7 @@ class ResultSender:
     """Delivers results to the coordinator hosts: one call per host for whatever arrived while its previous
     delivery was in flight, whichever batches they belong to (a call per result costs a Ray round trip on each
     side; with many batches in progress, per-batch coalescing left mostly one result a call). Results a host
-    does not acknowledge are re-sent until CJ_RESULT_DELIVERY_TIMEOUT_S."""
+    does not acknowledge are re-sent until it does."""
 
     def __init__(self, namespace: str, hosts: int, timeout_s: float, done: Callable[[list[str]], None]):
         self._namespace = namespace
@@ -101,7 +102,6 @@ class ResultSender:
         self._flushing: set[int] = set()
         self._handles: dict[int, ray.actor.ActorHandle] = {}  # one per host: bounded, whatever the history
         self.delivered = 0
-        self.dropped = 0
 
     def idle(self) -> bool:
         return not self._flushing
@@ -125,30 +125,34 @@ class ResultSender:
             self._done([])
 
     async def _deliver(self, index: int, results: list[ComparisonResult]) -> None:
+        """Until the host acknowledges every result: a result not delivered stays held by this worker (its lease
+        keeps the Supervisor from expiring and buying it again) until delivered or the worker dies. Past
+        CJ_RESULT_DELIVERY_TIMEOUT_S a warning says so, once."""
         left = results
+        started = time.monotonic()
+        warned = False
 
         def unavailable(exc: Exception) -> bool:  # ValueError: no actor of that name (yet, or any more)
+            nonlocal warned
             if not isinstance(exc, _NotAcknowledged):
                 self._handles.pop(index, None)
+            if not warned and time.monotonic() - started > self._timeout_s:
+                warned = True
+                log.warning("%d results for %s undelivered for %.0f s (%s); still held and retried", len(left),
+                            names.coordinator_host(index), self._timeout_s, type(exc).__name__)
             return isinstance(exc, RayError | ValueError | _NotAcknowledged)
 
-        try:
-            async for attempt in retrying(unavailable, within_s=self._timeout_s, first_s=0.05):
-                with attempt:
-                    handle = self._handles.get(index)
-                    if handle is None:
-                        handle = ray.get_actor(names.coordinator_host(index), namespace=self._namespace)
-                        self._handles[index] = handle
-                    acked = set(await handle.record_many.remote(left))
-                    left = [r for r in left if r.correlation_id not in acked]
-                    if left:
-                        raise _NotAcknowledged
-        except (RayError, ValueError, _NotAcknowledged) as exc:
-            # The rows stay without a result; the Supervisor expires them (invariant 7).
-            self.dropped += len(left)
-            log.warning("gave up delivering %d results to %s: %s", len(left), names.coordinator_host(index),
-                        type(exc).__name__)
-        self.delivered += len(results) - len(left)
+        async for attempt in retrying(unavailable, within_s=None, first_s=0.05, max_s=10.0):
+            with attempt:
+                handle = self._handles.get(index)
+                if handle is None:
+                    handle = ray.get_actor(names.coordinator_host(index), namespace=self._namespace)
+                    self._handles[index] = handle
+                acked = set(await handle.record_many.remote(left))
+                left = [r for r in left if r.correlation_id not in acked]
+                if left:
+                    raise _NotAcknowledged
+        self.delivered += len(results)
         self._done([r.correlation_id for r in results])
 
 
@@ -287,7 +291,6 @@ class ProviderWorker:
             "calls": self._calls,
             "slots": self._slots.size,
             "delivered": self._sender.delivered,
-            "dropped": self._sender.dropped,
             **(self._message_batches.stats() if self._message_batches is not None else {}),
         }
 

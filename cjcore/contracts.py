@@ -150,7 +150,7 @@ class LLMConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     provider: Literal["anthropic"] = "anthropic"
-    model: str = Field(default="claude-haiku-4-5", min_length=1)
+    model: str = Field(default="claude-haiku-4-5", pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,99}$")  # an API model id
     temperature: float = Field(default=0.0, ge=0.0, le=1.0)
     max_tokens: int = Field(default=512, ge=16, le=8192)
 

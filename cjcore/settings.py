@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     tokens_per_minute: int = Field(default=2_000_000, ge=1)  # input tokens/min
     output_tokens_per_minute: int | None = Field(default=None, ge=1)
     provider_timeout_s: float = Field(default=60.0, gt=0)
-    result_delivery_timeout_s: float = Field(default=120.0, gt=0)
+    result_delivery_timeout_s: float = Field(default=120.0, gt=0)  # undelivered this long: a warning (still held)
     prices: dict[str, ModelPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
     # "messages": one Messages API call per comparison (answers in seconds). "batches": the Message
     # Batches API, many comparisons per call at half price (the provider answers within 24 h; the

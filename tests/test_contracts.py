@@ -27,6 +27,7 @@ BAD = [
     ("bad batch id", _two(batch_id="has space"), "batch_id"),
     ("unknown field", _two(colour="red"), "colour"),
     ("not an object", ["essays"], "request"),
+    ("model not an id", _two(llm={"model": "m" * 101}), "llm.model"),  # a free-text model would grow the limiter
 ]
 
 
