@@ -32,7 +32,7 @@ from ray.exceptions import RayError
 from actors import metrics
 from cjcore import pairing
 from cjcore.batch_book import BatchBook, Outcome, RetryPolicy
-from cjcore.completion import Policy, completion_pct
+from cjcore.completion import Policy, completion_pct, round_cap
 from cjcore.contracts import (
     GRADE_SCALE,
     TERMINAL_STATES,
@@ -140,7 +140,8 @@ class BatchCoordinator:
         policy = Policy(
             threshold_pct=self._threshold_pct,
             stability_threshold=settings.score_stability_threshold,
-            max_iterations=settings.max_iterations,
+            max_iterations=round_cap(settings.max_iterations, snap.counters.total_budget, len(self._essays),
+                                     settings.round_pairs_per_essay),
             min_success_rate=settings.min_success_rate,
             min_attempts_for_failure=settings.min_attempts_for_failure,
             target_reliability=self._request.target_reliability or settings.target_reliability,

@@ -25,6 +25,11 @@ from cjcore.contracts import Comparison, Counters, ErrorType, PlannedPair, Winne
 from cjcore.retry import NOT_JUDGED, TRANSIENT, Attempt, Retry, backoff_s, plan_retries, should_retry
 from cjcore.scores import BTFit, max_score_change, position_wins
 
+# Why a batch stopped short of its target reliability, said in its result.
+UNREACHED = {"threshold": "the pairs ran out (the completion threshold of every pair was reached)",
+             "budget": "the budget was spent", "max_iterations": "the round cap was reached",
+             "stable": "the scores stopped changing"}
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -181,6 +186,9 @@ class BatchBook:
                            "new_valid": new_valid, "valid_at_fit": counters.completed},
             "held": sorted(self.held),
         }
+        target = self.policy.target_reliability
+        if decision.finalize and not decision.failed and target is not None and fit.ssr < target:
+            meta["reliability"]["target_unreached"] = UNREACHED.get(decision.reason or "", decision.reason)
         if decision.failed:
             judged = counters.completed + counters.failed - self.not_judged
             meta["error"] = (f"valid results {counters.completed} of {judged} judged attempts, below "

@@ -1,8 +1,9 @@
 """When a batch stops (DESIGN §3 invariant 4). Called once every result of a round is in.
 
-Rules, first match wins: too few valid results → FAILED; reliability at its target → `reliable`; stable
-scores → `stable`; valid results reach the threshold share of the denominator → `threshold`; budget spent →
-`budget`; round limit reached → `max_iterations`. Otherwise another round.
+Rules, first match wins: too few valid results (even at the upper end of the success rate's interval) →
+FAILED; reliability at its target → `reliable`; stable scores → `stable`; valid results reach the threshold
+share of the denominator → `threshold`; budget spent → `budget`; round limit reached → `max_iterations`.
+Otherwise another round.
 
 `reliable` and `stable` judge the ranking, so they count only after a round that added enough new valid
 verdicts (a quarter of the batch's essays): a round whose attempts all failed changes no score, and that is
@@ -42,13 +43,34 @@ def completion_pct(counters: Counters, n_essays: int, held: int = 0) -> float:
     return min(100.0, 100.0 * counters.completed / denominator(counters.total_budget, n_essays, held))
 
 
+def success_upper(valid: int, attempts: int, z: float = 1.96) -> float:
+    """The upper end of the Wilson score interval (95%) of the judge's success rate: what the rate could still
+    be, given `valid` of `attempts`."""
+    if attempts <= 0:
+        return 1.0
+    p = valid / attempts
+    centre = p + z * z / (2 * attempts)
+    spread = z * math.sqrt(p * (1 - p) / attempts + z * z / (4 * attempts * attempts))
+    return min(1.0, (centre + spread) / (1 + z * z / attempts))
+
+
 def failing(counters: Counters, policy: Policy, not_judged: int = 0) -> bool:
-    """Enough attempts have come back and too few of them are valid: retrying would only spend money.
+    """Enough attempts have come back and too few of them are valid: retrying would only spend money. Judged
+    with its uncertainty: only when even the upper end of the success rate's 95% interval is below
+    CJ_MIN_SUCCESS_RATE, so one bad round (a burst of malformed answers) is retried, not fatal.
     `not_judged` failures (expired after a crash of ours, cancelled) say nothing about the judge and are
     left out of the rate."""
     attempts = counters.completed + counters.failed - not_judged
     return (attempts >= policy.min_attempts_for_failure and policy.min_success_rate > 0
-            and counters.completed <= policy.min_success_rate * attempts)
+            and success_upper(counters.completed, attempts) < policy.min_success_rate)
+
+
+def round_cap(max_iterations: int, total_budget: int, n_essays: int, pairs_per_essay: float) -> int:
+    """Rounds a batch may take: CJ_MAX_ITERATIONS, or as many as its budget needs at its round size (and
+    two more for retries), whichever is more; a small round size never ends a batch `max_iterations` before
+    its budget or target could."""
+    size = max(1, math.ceil(n_essays * pairs_per_essay))
+    return max(max_iterations, math.ceil(total_budget / size) + 2)
 
 
 def enough_new(new_valid: int, n_essays: int, policy: Policy) -> bool:

@@ -382,6 +382,8 @@ class ReliabilityOut(BaseModel):
     split_half: float | None = None  # random halves refitted, Spearman–Brown corrected, mean of repeats
     comparisons_per_essay: float = 0.0
     target: float | None = None  # the target_reliability the stop rule used
+    # Set when the batch stopped short of its target: why (the budget spent, every pair used, the round cap).
+    target_unreached: str | None = None
 
 
 class PositionOut(BaseModel):

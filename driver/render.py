@@ -43,6 +43,8 @@ def result_table(result: BatchResult) -> None:
         f" (bias {pos.bias_logit:+.2f} ± {pos.bias_se:.2f} logits); cost {result.cost.input_tokens} in /"
         f" {result.cost.output_tokens} out tokens, ${result.cost.usd:.4f}"
     )
+    if rel.target_unreached:
+        console.print(f"target reliability {rel.target:g} not reached ({rel.ssr:.3f}): {rel.target_unreached}")
     if result.completion:
         console.print(
             f"completion {result.completion.completion_pct:.1f}% of denominator {result.completion.denominator}"

@@ -85,3 +85,13 @@ def test_a_fit_is_judged_on_new_verdicts_only_and_counts_from_where_it_was_store
     book.fitted(_fit([0.1 * i for i in range(6)], 0.95), counters)
     again = book.judge(_fit([0.1 * i for i in range(6)], 0.95), counters, [], 95)
     assert again.new_valid == 0 and again.decision.reason != "reliable"  # nothing new: no evidence
+
+
+def test_a_batch_stopping_short_of_its_target_says_why_in_its_result():
+    book = _book()
+    spent = Counters(total_budget=30, submitted=30, completed=30, iterations=3)
+    short = book.judge(_fit([0.1 * i for i in range(6)], 0.7), spent, [], 100)
+    assert short.decision.reason == "budget"
+    assert short.meta["reliability"]["target_unreached"] == "the budget was spent"
+    reached = _book().judge(_fit([0.1 * i for i in range(6)], 0.95), spent, [], 100)
+    assert "target_unreached" not in reached.meta["reliability"]

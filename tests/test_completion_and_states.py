@@ -1,6 +1,6 @@
 import pytest
 
-from cjcore.completion import Policy, completion_pct, decide, failing
+from cjcore.completion import Policy, completion_pct, decide, failing, round_cap, success_upper
 from cjcore.contracts import BatchState, Counters
 from cjcore.state_machine import can_move
 
@@ -15,7 +15,7 @@ POLICY = Policy(threshold_pct=95, stability_threshold=0.05, max_iterations=5, ta
         (Counters(100, 48, 48, 0, 2), 24, 0.01, 24, 0.5, "stable"),
         (Counters(100, 100, 80, 20, 4), 24, 0.5, 20, 0.5, "budget"),
         (Counters(1000, 120, 120, 0, 5), 24, 0.5, 24, 0.5, "max_iterations"),
-        (Counters(100, 40, 5, 35, 2), 24, 0.01, 5, 0.5, "low_success_rate"),
+        (Counters(100, 40, 2, 38, 2), 24, 0.01, 2, 0.5, "low_success_rate"),
         (Counters(1000, 60, 60, 0, 3), 24, 0.5, 24, 0.92, "reliable"),  # 5 valid per essay, reliability 0.92
         (Counters(1000, 36, 36, 0, 2), 24, 0.5, 12, 0.92, None),  # 3 per essay: reliability too early to trust
         (Counters(1000, 60, 60, 0, 3), 24, 0.5, 24, 0.88, None),  # below the target
@@ -36,12 +36,23 @@ def test_a_round_that_added_no_valid_verdict_is_neither_stable_nor_reliable():
     assert decide(counters, 24, 0.0, POLICY, new_valid=6, reliability=0.95).reason == "reliable"
 
 
-def test_exactly_the_minimum_success_rate_is_failing():
-    """One good round, then one whose attempts all failed: 25% valid is at the limit, and fails."""
+def test_one_bad_round_is_retried_and_only_a_judge_surely_below_the_minimum_fails():
+    """A 36-essay batch whose round 2 came back all malformed has 36 valid of 144 answered attempts, exactly
+    25%: the rate could well be above CJ_MIN_SUCCESS_RATE, so it is retried (it failed before, in 20 of 20 seeds
+    of an independent simulation). A judge surely below it (the upper end of its 95% interval) fails."""
     policy = Policy(threshold_pct=95, stability_threshold=0.05, max_iterations=5, min_success_rate=0.25)
-    assert failing(Counters(100, 40, 10, 30, 2), policy)
-    assert not failing(Counters(100, 40, 11, 29, 2), policy)
+    assert not failing(Counters(1000, 144, 36, 108, 2), policy)
+    assert success_upper(36, 144) > 0.25 > success_upper(5, 100)
+    assert failing(Counters(1000, 100, 5, 95, 3), policy)
+    assert failing(Counters(100, 40, 0, 40, 2), policy)
     assert not failing(Counters(100, 40, 0, 40, 2), Policy(95, 0.05, 5, min_success_rate=0.0))
+
+
+def test_the_round_cap_follows_the_budget_and_the_round_size():
+    """Half a pair per essay a round at 36 essays is 18 comparisons a round: a budget of 630 needs 35 rounds,
+    so the default cap of 20 would end the batch `max_iterations` at 20 per essay."""
+    assert round_cap(20, 630, 36, 0.5) == 37
+    assert round_cap(20, 100, 36, 1.0) == 20
 
 
 def test_completion_never_exceeds_100_percent():
