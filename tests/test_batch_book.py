@@ -89,7 +89,7 @@ def test_a_fit_is_judged_on_new_verdicts_only_and_counts_from_where_it_was_store
 
 def test_a_batch_stopping_short_of_its_target_says_why_in_its_result():
     book = _book()
-    spent = Counters(total_budget=30, submitted=30, completed=30, iterations=3)
+    spent = Counters(total_budget=30, submitted=30, completed=12, failed=18, iterations=3)
     short = book.judge(_fit([0.1 * i for i in range(6)], 0.7), spent, [], 100)
     assert short.decision.reason == "budget"
     assert short.meta["reliability"]["target_unreached"] == "the budget was spent"
