@@ -381,9 +381,11 @@ class BatchWrites(Store):
 
     async def transition(self, batch_id: str, target: BatchState, meta: dict[str, Any] | None = None,
                          epoch: int | None = None) -> bool:
-        """Move along the state machine; False if the batch is not in a state that may move to target."""
+        """Move along the state machine; False if the batch is not in a state that may move to target. A batch
+        already in `target` answers True: the call repeated after its commit's reply was lost."""
         async with self.engine.begin() as conn:
-            return await self._transition(conn, batch_id, target, meta, epoch=epoch)
+            return (await self._transition(conn, batch_id, target, meta, epoch=epoch)
+                    or await self._state(conn, batch_id) is target)
 
     async def _transition(
         self, conn: AsyncConnection, batch_id: str, target: BatchState, meta: dict[str, Any] | None,
@@ -405,6 +407,11 @@ class BatchWrites(Store):
             await self._check_fence(conn, batch_id, epoch)
         return res.rowcount == 1
 
+    @staticmethod
+    async def _state(conn: AsyncConnection, batch_id: str) -> BatchState | None:
+        return (await conn.execute(select(batch_states.c.state).where(batch_states.c.batch_id == batch_id))
+                ).scalar_one_or_none()
+
     async def merge_metadata(self, batch_id: str, meta: dict[str, Any], epoch: int | None = None) -> None:
         async with self.engine.begin() as conn:
             res = await conn.execute(
@@ -417,10 +424,11 @@ class BatchWrites(Store):
     async def save_round(
         self, batch_id: str, scores: dict[str, tuple[float, float]], meta: dict[str, Any], epoch: int | None = None,
     ) -> bool:
-        """Store a round's fit and move SCORING → GENERATING_PAIRS, together."""
+        """Store a round's fit and move SCORING → GENERATING_PAIRS, together. A batch already in
+        GENERATING_PAIRS answers True with nothing written: the call repeated after its commit's reply was lost."""
         async with self.engine.begin() as conn:
             if not await self._transition(conn, batch_id, BatchState.GENERATING_PAIRS, meta, epoch=epoch):
-                return False
+                return await self._state(conn, batch_id) is BatchState.GENERATING_PAIRS
             await self._write_scores(conn, batch_id, scores, ranks={})
             return True
 

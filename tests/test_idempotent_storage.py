@@ -17,6 +17,7 @@ from storage.batch_writes import BatchWrites
 from storage.database import make_engine
 from storage.metrics import MetricsQueries
 from storage.queue import BatchQueue
+from storage.read_models import ReadModels
 from storage.records import NewBatch
 from tests.helpers import essays
 
@@ -75,8 +76,18 @@ def test_every_write_repeated_after_a_lost_commit_reply_answers_what_was_committ
             flipped = [ComparisonResult("r2", "lost-reply", Winner.ESSAY_B, latency_ms=8)]
             assert (await repo.record_results("lost-reply", flipped))[0] == set()
 
-            assert engine.lost == 5
-            assert await MetricsQueries(real).check_invariants("lost-reply") == []
+            engine.lose = 1
+            assert await repo.transition("lost-reply", BatchState.SCORING)  # moved once, answered as moved
+            engine.lose = 1
+            await repo.merge_metadata("lost-reply", {"note": "x"})  # a merge: the same when applied twice
+            engine.lose = 1
+            assert await repo.save_round("lost-reply", {"lr00": (0.5, 0.1)}, {"round": 1})
+            engine.lose = 1
+            await repo.finalize("lost-reply", BatchState.CANCELLED, "cancelled")
+            assert (await ReadModels(real).state_of("lost-reply"))[0] is BatchState.CANCELLED
+
+            assert engine.lost == 9
+            assert await MetricsQueries(real).check_invariants("lost-reply") == []  # one event among them
             assert len(await repo.valid_comparisons("lost-reply")) == 2
         finally:
             await real.dispose()
