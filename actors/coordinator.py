@@ -42,8 +42,8 @@ from cjcore.contracts import (
     Counters,
     ErrorType,
     GradeProjectionOut,
+    correlation_id_for,
     denominator,
-    new_correlation_id,
 )
 from cjcore.grade_projection import Anchor, project
 from cjcore.misfit import judge_fit, misfit_flags
@@ -316,7 +316,8 @@ class BatchCoordinator:
     async def _start_round(self) -> None:
         c = self._counters
         iteration = c.iterations + 1
-        rows = [Attempt(new_correlation_id(), p.essay_a_id, p.essay_b_id, 1) for p in self._book.plan_round(c)]
+        rows = [Attempt(correlation_id_for(self.batch_id, f"r{iteration}/{i}/{p.essay_a_id}/{p.essay_b_id}"),
+                        p.essay_a_id, p.essay_b_id, 1) for i, p in enumerate(self._book.plan_round(c))]
         counters = await self._repo.insert_round(
             self.batch_id, iteration, [(r.correlation_id, r.essay_a_id, r.essay_b_id) for r in rows], epoch=self.epoch
         )
@@ -348,7 +349,8 @@ class BatchCoordinator:
             return
         self._wake.set()
         c = self._counters
-        planned = [(new_correlation_id(), r) for r in self._book.retries(owed, c)]
+        planned = [(correlation_id_for(self.batch_id, f"retry-of/{r.retry_of}"), r)
+                   for r in self._book.retries(owed, c)]
         if not planned:
             self._log.info("batch %s: %d failed attempts not retried (budget spent, or %d valid of %d attempts "
                            "is below %.0f%%)", self.batch_id, len(owed), c.completed, c.completed + c.failed,

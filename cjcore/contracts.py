@@ -249,8 +249,14 @@ def new_batch_id() -> str:
     return uuid.uuid4().hex
 
 
-def new_correlation_id() -> str:
-    return str(uuid.uuid4())
+_CORRELATION_NS = uuid.UUID("5b0c1a3e-2f4d-4c61-9a57-0e3c9d1f7a20")
+
+
+def correlation_id_for(batch_id: str, attempt_key: str) -> str:
+    """A comparison attempt's correlation id, derived from its batch (unique in the record) and what makes the
+    attempt unique within it (its round, place and pair; or the attempt it retries): a rerun of a batch with the
+    same id, seed and verdicts makes the same ids, so a seeded simulator judges it the same way (DESIGN §4.5)."""
+    return str(uuid.uuid5(_CORRELATION_NS, f"{batch_id}/{attempt_key}"))
 
 
 def usable_pairs(n_essays: int, held: int = 0) -> int:
@@ -431,7 +437,7 @@ __all__ = [
     "GRADE_SCALE", "DEFAULT_INSTRUCTIONS", "BatchState", "TERMINAL_STATES", "Winner", "BudgetSource",
     "ErrorType", "Essay", "LLMConfig", "BatchRequest", "parse_batch_request", "parse_model", "check_bounds",
     "clean_text", "no_control_chars", "new_batch_id",
-    "new_correlation_id", "denominator", "usable_pairs", "ComparisonRequest", "ComparisonResult", "PlannedPair",
+    "correlation_id_for", "denominator", "usable_pairs", "ComparisonRequest", "ComparisonResult", "PlannedPair",
     "Comparison", "Counters", "BatchResult", "CountersOut", "RankingEntry", "GradeProjectionOut",
     "ReliabilityOut", "PositionOut", "CostOut", "CompletionOut",
 ]

@@ -56,12 +56,14 @@ class Judge:
         q = self.truth.get(text_sha256(text))
         return default_quality(text) if q is None else q
 
-    def a_wins(self, text_a: str, text_b: str) -> tuple[bool, float]:
+    def a_wins(self, text_a: str, text_b: str, rng: random.Random | None = None) -> tuple[bool, float]:
         """logit = q(A) − q(B) + position_bias + N(0, noise²), where an essay with noise of its own adds
-        its variance to the call's; A wins with probability sigmoid(logit)."""
+        its variance to the call's; A wins with probability sigmoid(logit). `rng`: this verdict's own
+        generator (default: the judge's)."""
+        rng = rng or self.rng
         logit = self.quality(text_a) - self.quality(text_b) + self.position_bias
         noise = math.sqrt(self.noise**2 + sum(self.own_noise.get(text_sha256(t), 0.0) ** 2 for t in (text_a, text_b)))
         if noise > 0:
-            logit += self.rng.gauss(0.0, noise)
+            logit += rng.gauss(0.0, noise)
         p = 1.0 / (1.0 + math.exp(-logit))
-        return self.rng.random() < p, p
+        return rng.random() < p, p

@@ -85,6 +85,7 @@ class _Params:
     model: str
     max_tokens: int
     cached_prefix: bool
+    correlation_id: str | None = None
 
 
 _ids = itertools.count()
@@ -279,7 +280,7 @@ class SimProvider:
             self._cache[cache_key] = now + CACHE_TTL_S
         billed_input = input_tokens - cache_read - cache_write
 
-        content, stop_reason = self._content(essays, fault)
+        content, stop_reason = self._content(essays, fault, req.correlation_id)
         output_tokens = self._output_tokens(max_tokens)
         st["input_tokens"] += billed_input
         st["cache_read_input_tokens"] += cache_read
@@ -300,18 +301,27 @@ class SimProvider:
                                                          for b in system)
         user = body["messages"][-1]["content"]
         user_text = user if isinstance(user, str) else "".join(b.get("text", "") for b in user)
-        params = _Params(system_text, user_text, extract_essays(user_text), str(body["model"]),
-                         int(body["max_tokens"]), cached_prefix)
-        self.request_shapes[(params.model, params.max_tokens)] += 1
         user_id = str((body.get("metadata") or {}).get("user_id", ""))
-        if user_id.startswith("cj:"):
-            self.correlation_ids[user_id.split(":")[1]] += 1
+        cid = user_id.split(":")[1] if user_id.startswith("cj:") else None
+        params = _Params(system_text, user_text, extract_essays(user_text), str(body["model"]),
+                         int(body["max_tokens"]), cached_prefix, cid)
+        self.request_shapes[(params.model, params.max_tokens)] += 1
+        if cid is not None:
+            self.correlation_ids[cid] += 1
         return params
 
-    def _content(self, essays: tuple[str, str], fault: str | None) -> tuple[list[dict[str, Any]], str]:
+    def _verdict_rng(self, correlation_id: str | None) -> random.Random | None:
+        """With --seed, each verdict's own generator, from the seed and the request's correlation id: a run's
+        verdicts do not depend on the order in which requests arrive (DESIGN §4.5)."""
+        if self.config.seed is None or correlation_id is None:
+            return None
+        return random.Random(f"{self.config.seed}:{correlation_id}")
+
+    def _content(self, essays: tuple[str, str], fault: str | None,
+                 correlation_id: str | None = None) -> tuple[list[dict[str, Any]], str]:
         """The answer's content blocks and stop reason: a verdict, or the injected cut-off or malformed one."""
         st = self.stats
-        a_wins, _ = self._judge.a_wins(*essays)
+        a_wins, _ = self._judge.a_wins(*essays, rng=self._verdict_rng(correlation_id))
         if fault == "max_tokens":
             st["max_tokens"] += 1
             return [{"type": "text", "text": "Essay A develops its argument more"}], "max_tokens"
@@ -382,7 +392,7 @@ class SimProvider:
         if fault == "timeout":
             st["timeouts"] += 1
             return {"custom_id": custom_id, "result": {"type": "expired"}}
-        content, stop_reason = self._content(req.essays, fault)
+        content, stop_reason = self._content(req.essays, fault, req.correlation_id)
         input_tokens = estimate_tokens(req.system_text) + TOOL_USE_OVERHEAD_TOKENS + 50 \
             + estimate_tokens(req.user_text)
         st["input_tokens"] += input_tokens

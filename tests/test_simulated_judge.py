@@ -25,3 +25,17 @@ def test_a_bad_truth_entry_is_refused_naming_it(tmp_path):
     path.write_text(json.dumps({"abc": {"noise": 1.0}}))
     with pytest.raises(ValueError, match=r"truth\[abc\]"):
         load_truth(path)
+
+
+def test_with_a_seed_each_verdict_depends_on_its_correlation_id_not_on_arrival_order():
+    from simprovider.server import SimConfig, SimProvider
+
+    calls = [(f"cid-{i}", (f"essay {i}", f"essay {i + 1}")) for i in range(200)]
+
+    def verdicts(order: list[tuple[str, tuple[str, str]]]) -> dict[str, str]:
+        sim = SimProvider(SimConfig(noise=2.0, seed=7))  # noisy: a verdict is a coin toss of its own generator
+        return {cid: sim._content(essays, None, cid)[0][0]["input"]["winner"] for cid, essays in order}
+
+    forward, backward = verdicts(calls), verdicts(calls[::-1])
+    assert forward == backward
+    assert 40 < sum(w == "A" for w in forward.values()) < 160  # not all one way: the noise is drawn
