@@ -165,16 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--json", action="store_true")
     lt.set_defaults(func=cmd_loadtest)
 
-    b = sub.add_parser("bench", help="performance figures: e2e (default), ratelimit, pairing, fit, throughput or hosts")
+    b = sub.add_parser("bench", help="performance figures: e2e (default), ratelimit, pairing, fit, throughput, hosts "
+                                     "or history")
     b.add_argument("what", nargs="?", default="e2e",
-                   choices=["e2e", "ratelimit", "pairing", "fit", "throughput", "hosts"])
-    b.add_argument("--runs", type=int, default=3, help="e2e: timed runs after a warm-up")
+                   choices=["e2e", "ratelimit", "pairing", "fit", "throughput", "hosts", "history"])
+    b.add_argument("--runs", type=int, default=3, help="e2e, history: timed runs after a warm-up")
     b.add_argument("--rpm", type=int, default=600, help="ratelimit: the server's requests/min")
     b.add_argument("--tpm", type=int, default=200_000, help="ratelimit: the server's input tokens/min")
     b.add_argument("--requests", type=int, default=400, help="ratelimit: the fixed workload")
     b.add_argument("--batches", type=_positive_int("--batches"), default=None,
                    help="ratelimit: batches the workload is split into (4); throughput: batches at once (8); "
-                        "hosts: batches in progress at once (10,000)")
+                        "hosts: batches in progress at once (10,000); history: finished batches (10,000)")
     b.add_argument("--passivate-after-s", type=float, default=5.0, help="hosts: CJ_PASSIVATE_AFTER_S")
     b.add_argument("--budget", type=_positive_int("--budget"), default=5_000,
                    help="throughput: comparisons per batch")

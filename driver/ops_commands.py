@@ -181,7 +181,7 @@ def _run_loadtest(settings: Settings, plan: Any, sim_config: SimConfig, update: 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     throughput = args.what == "throughput"
-    if args.what != "hosts":
+    if args.what not in ("hosts", "history"):
         args.batches = args.batches or (8 if throughput else 4)
     if throughput:
         args.students = (args.students or [138])[0]
@@ -200,6 +200,13 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         emit(json.dumps(report, indent=2) if args.json else fit_bench.format_table(report))
         return 0
     settings = scratch_settings(settings)
+    if args.what == "history":  # the database only
+        from driver.history_bench import run_history_bench
+
+        report = run_history_bench(args, settings)
+        emit(json.dumps(report, indent=2) if args.json else "\n".join(
+            ["  ".join(report["table"][0])] + ["  ".join(str(v) for v in row.values()) for row in report["table"]]))
+        return 0
     if throughput:
         from driver.throughput import run_throughput_bench
 

@@ -117,6 +117,21 @@ SELECT (SELECT coalesce(array_agg(correlation_id), '{}')
 )
 
 
+# A finished batch's figures, added once in its final transaction: what a scrape reads of finished history.
+_ADD_TO_FINISHED_TOTALS = text("""
+UPDATE cj_finished_totals SET
+  completed_batches = completed_batches + (:state = 'COMPLETED')::int,
+  failed_batches = failed_batches + (:state = 'FAILED')::int,
+  cancelled_batches = cancelled_batches + (:state = 'CANCELLED')::int,
+  submitted = submitted + :s, completed = completed + :c, failed = failed + :f,
+  expired = expired + (SELECT count(*) FROM cj_comparison_pairs WHERE batch_id = :b AND error_code = 'QUEUE_TIMEOUT'),
+  retried = retried + (SELECT count(*) FROM cj_comparison_pairs WHERE batch_id = :b AND retry_of IS NOT NULL),
+  no_projections = no_projections + (:state = 'COMPLETED' AND :projections = 0
+      AND EXISTS (SELECT 1 FROM cj_essays WHERE batch_id = :b AND is_anchor)
+      AND EXISTS (SELECT 1 FROM cj_essays WHERE batch_id = :b AND NOT is_anchor))::int
+WHERE id = 1""")
+
+
 def _fenced(epoch: int | None) -> list[Any]:
     """The condition every write of a coordinator adds: its epoch still holds the batch (None: unfenced, the
     client's and the Supervisor's few writes, which move a batch only from states no coordinator holds)."""
@@ -509,4 +524,7 @@ class BatchWrites(Store):
                     },
                 )
             )
+            await conn.execute(_ADD_TO_FINISHED_TOTALS, {"b": batch_id, "state": target.value,
+                                                         "s": counters.submitted, "c": counters.completed,
+                                                         "f": counters.failed, "projections": len(grade_projections)})
             return float(age)

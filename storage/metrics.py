@@ -28,30 +28,33 @@ class MetricsQueries(Store):
     """Read-only figures over many rows."""
 
     async def metrics_snapshot(self, idle_s: float) -> dict[str, Any]:
-        """What /metrics reads from the record at each scrape (actors/metrics_server.py)."""
+        """What /metrics reads from the record at each scrape (actors/metrics_server.py): finished batches from
+        the totals their final transactions added to, the rest from the batches not finished (queued or in
+        progress, by the state index): the work does not grow with finished history."""
+        live = ", ".join(f"'{s.value}'" for s in BatchState if s not in TERMINAL_STATES)
         async with self.engine.connect() as conn:
+            done = (await conn.execute(text("SELECT * FROM cj_finished_totals WHERE id = 1"))).one()
             by_state: dict[str, int] = dict((await conn.execute(text(
-                "SELECT state::text, count(*) FROM cj_batch_states GROUP BY state"))).all())
+                f"SELECT state::text, count(*) FROM cj_batch_states WHERE state IN ({live}) GROUP BY state"))).all())
             head = (await conn.execute(text("""
 SELECT coalesce(sum(submitted_comparisons), 0) AS submitted, coalesce(sum(completed_comparisons), 0) AS completed,
        coalesce(sum(failed_comparisons), 0) AS failed,
-       count(*) FILTER (WHERE state NOT IN ('QUEUED', 'COMPLETED', 'FAILED', 'CANCELLED')
-                          AND last_activity_at < now() - make_interval(secs => :idle)
-                          AND NOT """ + WAITING_ON_MESSAGE_BATCH_SQL.format(idle=":idle") + """) AS stuck,
-       p.expired, p.retried,
-       (SELECT count(*) FROM cj_event_outbox WHERE published_at IS NULL) AS outbox_unpublished,
-       (SELECT count(*) FROM cj_batch_health WHERE state = 'COMPLETED' AND anchors > 0 AND essays > anchors
-                                              AND projections = 0) AS no_projections
-  FROM cj_batch_states,
-       (SELECT count(*) FILTER (WHERE error_code = 'QUEUE_TIMEOUT') AS expired,
-               count(*) FILTER (WHERE retry_of IS NOT NULL) AS retried
-          FROM cj_comparison_pairs) AS p  -- one scan of the pairs, not two
- GROUP BY p.expired, p.retried"""), {"idle": idle_s})).one()
+       count(*) FILTER (WHERE state <> 'QUEUED' AND last_activity_at < now() - make_interval(secs => :idle)
+                          AND NOT """ + WAITING_ON_MESSAGE_BATCH_SQL.format(idle=":idle") + f""") AS stuck,
+       (SELECT count(*) FILTER (WHERE p.error_code = 'QUEUE_TIMEOUT') FROM cj_comparison_pairs p
+         WHERE p.batch_id IN (SELECT batch_id FROM cj_batch_states WHERE state IN ({live}))) AS expired,
+       (SELECT count(*) FILTER (WHERE p.retry_of IS NOT NULL) FROM cj_comparison_pairs p
+         WHERE p.batch_id IN (SELECT batch_id FROM cj_batch_states WHERE state IN ({live}))) AS retried,
+       (SELECT count(*) FROM cj_event_outbox WHERE published_at IS NULL) AS outbox_unpublished
+  FROM cj_batch_states WHERE state IN ({live})"""), {"idle": idle_s})).one()
+        by_state.update(COMPLETED=done.completed_batches, FAILED=done.failed_batches,
+                        CANCELLED=done.cancelled_batches)
         return {
             "batches": {state.value: int(by_state.get(state.value, 0)) for state in BatchState},
-            "comparisons": {"submitted": head.submitted, "completed": head.completed, "failed": head.failed,
-                            "expired": head.expired, "retried": head.retried},
-            "stuck": head.stuck, "no_projections": head.no_projections,
+            "comparisons": {"submitted": done.submitted + head.submitted, "completed": done.completed + head.completed,
+                            "failed": done.failed + head.failed, "expired": done.expired + head.expired,
+                            "retried": done.retried + head.retried},
+            "stuck": head.stuck, "no_projections": done.no_projections,
             "outbox_unpublished": head.outbox_unpublished,
         }
 

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from cjcore.admission import Queued
 from cjcore.contracts import BatchState
 from storage.records import Store
-from storage.schema import NOT_LIVE, batch_states, batches, of_deployment
+from storage.schema import IN_PROGRESS, batch_states, batches, of_deployment
 
 
 class BatchQueue(Store):
@@ -38,7 +38,7 @@ class BatchQueue(Store):
             return int((await conn.execute(
                 select(func.count()).select_from(batch_states)
                 .join(batches, batches.c.batch_id == batch_states.c.batch_id)
-                .where(batch_states.c.state.not_in(NOT_LIVE), of_deployment(self.namespace))
+                .where(batch_states.c.state.in_(IN_PROGRESS), of_deployment(self.namespace))
             )).scalar_one())
 
     async def backlog(self, pairs_per_essay: float) -> int:
@@ -54,7 +54,7 @@ class BatchQueue(Store):
             return int((await conn.execute(
                 select(func.coalesce(func.sum(case((between, next_round), else_=outstanding)), 0))
                 .select_from(batch_states).join(batches, batches.c.batch_id == batch_states.c.batch_id)
-                .where(batch_states.c.state.not_in(NOT_LIVE), of_deployment(self.namespace))
+                .where(batch_states.c.state.in_(IN_PROGRESS), of_deployment(self.namespace))
             )).scalar_one())
 
     async def admit(self, batch_id: str) -> bool:

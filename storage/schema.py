@@ -66,6 +66,7 @@ batches = Table(
     Column("admitted_at", DateTime(timezone=True)),  # QUEUED → INITIALIZING (0004)
     Column("anchor_set_id", Text),  # the ruler the batch is graded against (0005)
     Index("ix_cj_batches_anchor_set", "anchor_set_id", postgresql_where=text("anchor_set_id IS NOT NULL")),
+    Index("ix_cj_batches_finished", "finished_at", postgresql_where=text("finished_at IS NOT NULL")),
 )
 
 batch_states = Table(
@@ -137,6 +138,16 @@ pairs = Table(
     Index("ix_cj_pairs_message_batch", "message_batch", postgresql_where=text("message_batch IS NOT NULL")),
     Index("ix_cj_pairs_in_flight", "created_at", postgresql_where=text("winner IS NULL")),
     Index("ux_cj_pairs_retry_of", "retry_of", unique=True, postgresql_where=text("retry_of IS NOT NULL")),
+)
+
+# Figures of finished batches, added once as each finalizes (0008): a scrape reads these and the live batches.
+finished_totals = Table(
+    "cj_finished_totals",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    *(Column(name, BigInteger, nullable=False, server_default=text("0"))
+      for name in ("completed_batches", "failed_batches", "cancelled_batches", "submitted", "completed", "failed",
+                   "expired", "retried", "no_projections")),
 )
 
 # Message Batches (0007): `creating` (the row is written before the create is sent), `pending` (the provider's
@@ -225,8 +236,10 @@ anchors = Table(
 )
 
 
-# States of a batch that has no coordinator to have: waiting for admission, or finished.
-NOT_LIVE = [BatchState.QUEUED, *TERMINAL_STATES]
+# States of a batch in progress (with a coordinator to have: neither waiting for admission nor finished).
+# Queries name them (IN, by the state index), never the others (NOT IN), so they read the batches in
+# progress only, however many have finished.
+IN_PROGRESS = [s for s in BatchState if s is not BatchState.QUEUED and s not in TERMINAL_STATES]
 
 
 def of_deployment(namespace: str):  # type: ignore[no-untyped-def]
