@@ -382,7 +382,11 @@ class BatchCoordinator:
         ]
         workers = self._ctx.workers
         k = len(workers)
-        offset = zlib.crc32(self.batch_id.encode()) % k
+        # Each request goes to the worker its correlation id names: a re-send after an activation reaches the
+        # worker that holds it (and ignores it) rather than one that would buy it a second time.
+        parts: dict[int, list[ComparisonRequest]] = {}
+        for req in requests:
+            parts.setdefault(zlib.crc32(req.correlation_id.encode()) % k, []).append(req)
 
         async def send(i: int, part: list[ComparisonRequest]) -> None:
             # A worker that is dead or restarting: hand its share to the next one, and go round the pool
@@ -390,7 +394,7 @@ class BatchCoordinator:
             # stay without a result and the Supervisor's expiry retries them (invariant 7).
             async def round_the_pool() -> None:
                 for step in range(k):
-                    worker = workers[(i + offset + step) % k]
+                    worker = workers[(i + step) % k]
                     try:
                         await worker.enqueue.remote(part)
                         return
@@ -408,7 +412,7 @@ class BatchCoordinator:
                 self._log.error("batch %s: no worker took %d requests; the Supervisor will expire and retry them",
                                 self.batch_id, len(part))
 
-        await asyncio.gather(*(send(i, requests[i::k]) for i in range(k) if requests[i::k]))
+        await asyncio.gather(*(send(i, part) for i, part in parts.items()))
 
     async def _score(self) -> None:
         if self._book.valid is None:  # no result is outstanding now, so none can land during the read
