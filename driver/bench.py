@@ -68,7 +68,7 @@ def _share(sim: Any, rpm: int, tpm: int) -> dict[str, float]:
     """Steady-state use of each limit: requests and input tokens the server admitted in the middle half
     of the run (between the 25th and 75th percentile of admissions), per minute, as a share of the limit.
     The ends are left out: both systems start with the server's stored allowance and end with a tail."""
-    adm = sim.admissions
+    adm = list(sim.admissions)
     lo, hi = len(adm) // 4, 3 * len(adm) // 4
     minutes = max(1e-9, (adm[hi][0] - adm[lo][0]) / 60)
     req = (hi - lo) / minutes / rpm

@@ -15,7 +15,7 @@ import random
 import threading
 import time
 import uuid
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -75,6 +75,7 @@ def _rfc3339(epoch: float) -> str:
 
 
 MAX_KEPT_BATCHES = 10_000  # Message Batches whose results stay retrievable
+MAX_KEPT = 1_000_000  # arrivals, refusals, admissions, correlation ids and cached prefixes kept, at most
 
 
 @dataclass(slots=True)
@@ -131,9 +132,10 @@ class SimProvider:
         self._buckets.clear()
 
     def reset_stats(self) -> None:
-        self.arrivals: list[float] = []  # monotonic time of every request, for rate checks in tests
-        self.refusals: list[float] = []  # monotonic time of every 429
-        self.admissions: list[tuple[float, int]] = []  # (monotonic time, input tokens charged) of each admitted
+        # Bounded: the simulator serves load tests of millions of requests (the latest MAX_KEPT of each).
+        self.arrivals: deque[float] = deque(maxlen=MAX_KEPT)  # monotonic time of each request, for rate checks
+        self.refusals: deque[float] = deque(maxlen=MAX_KEPT)  # monotonic time of each 429
+        self.admissions: deque[tuple[float, int]] = deque(maxlen=MAX_KEPT)  # (time, input tokens charged)
         self.request_shapes: Counter[tuple[str, int]] = Counter()  # (model, max_tokens) of each valid request
         self.correlation_ids: Counter[str] = Counter()  # from metadata.user_id "cj:<correlation id>:<sha>"
         self.key_fingerprints: set[str] = set()  # sha256[:16] of each API key presented (never the key)
@@ -277,6 +279,8 @@ class SimProvider:
         cache_read = system_tokens if cache_hit else 0
         cache_write = system_tokens if cacheable and not cache_hit else 0
         if cacheable:
+            if len(self._cache) >= MAX_KEPT:  # forget expired prefixes rather than keep every one ever seen
+                self._cache = {k: t for k, t in self._cache.items() if t > now}
             self._cache[cache_key] = now + CACHE_TTL_S
         billed_input = input_tokens - cache_read - cache_write
 
@@ -306,7 +310,7 @@ class SimProvider:
         params = _Params(system_text, user_text, extract_essays(user_text), str(body["model"]),
                          int(body["max_tokens"]), cached_prefix, cid)
         self.request_shapes[(params.model, params.max_tokens)] += 1
-        if cid is not None:
+        if cid is not None and (cid in self.correlation_ids or len(self.correlation_ids) < MAX_KEPT):
             self.correlation_ids[cid] += 1
         return params
 
