@@ -106,3 +106,20 @@ def provider_out(failing_since: float | None, now: float, outage_s: float) -> bo
     """The provider has made no progress for `outage_s`: every result since `failing_since` was a transient
     failure (None: the latest answer was the judge's, so the provider is working)."""
     return failing_since is not None and now - failing_since >= outage_s
+
+
+# A judge's typical information per comparison and spread of essays' scores, as measured on the simulated ENG5
+# judge (`bench pairing`: 36 essays with every pair once level off at reliability 0.917–0.925).
+TYPICAL_INFORMATION = 0.15  # p(1 − p), averaged over the pairs compared
+TYPICAL_SCORE_VARIANCE = 2.2  # logits²
+
+
+def typical_ceiling(n_essays: int, budget: int) -> float:
+    """The reliability a batch of `n_essays` can typically reach with `budget` comparisons (each pair once at
+    most): var / (var + SE²) with SE² = 1 / (comparisons per essay × information). A target above it will
+    most likely end the batch on its budget or its pairs (`threshold`), not on `reliable`."""
+    if n_essays < 2:
+        return 0.0
+    per_essay = min(2 * budget / n_essays, n_essays - 1)
+    se2 = 1 / max(per_essay * TYPICAL_INFORMATION, 1e-9)
+    return TYPICAL_SCORE_VARIANCE / (TYPICAL_SCORE_VARIANCE + se2)

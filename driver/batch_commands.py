@@ -61,6 +61,20 @@ def _read_request(path: str, several: bool, settings: Settings) -> BatchRequest:
         raise
 
 
+def _warn_unreachable_target(batch_id: str, request: BatchRequest, settings: Settings) -> None:
+    """A target reliability above what the batch's essays and budget typically give is said at submit: the
+    batch will most likely stop on its budget or its pairs, and its result will say so."""
+    from cjcore.completion import typical_ceiling
+
+    target = request.target_reliability or settings.target_reliability
+    budget = request.max_comparisons or settings.default_max_comparisons
+    ceiling = typical_ceiling(len(request.essays), budget)
+    if target > ceiling:
+        render.err_console.print(
+            f"warning: batch {batch_id}: target reliability {target:g} is above what {len(request.essays)} essays "
+            f"and {budget} comparisons typically give (~{ceiling:.2f}); it will likely stop on its budget or pairs")
+
+
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     from driver.api import CJClient
 
@@ -73,6 +87,8 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
         async with CJClient(settings) as client:
             batch_ids = await client.submit_many(requests)
+            for batch_id, request in zip(batch_ids, requests, strict=True):
+                _warn_unreachable_target(batch_id, request, settings)
             if not args.wait:
                 accepted = [{"batch_id": b, "state": BatchState.QUEUED.value} for b in batch_ids]
                 if args.json:

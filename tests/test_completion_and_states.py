@@ -1,6 +1,6 @@
 import pytest
 
-from cjcore.completion import Policy, completion_pct, decide, failing, round_cap, success_upper
+from cjcore.completion import Policy, completion_pct, decide, failing, round_cap, success_upper, typical_ceiling
 from cjcore.contracts import BatchState, Counters
 from cjcore.state_machine import can_move
 
@@ -69,3 +69,10 @@ def test_state_machine_walks_forward_and_terminal_states_never_change():
     for terminal in (s.COMPLETED, s.FAILED, s.CANCELLED):
         assert not any(can_move(terminal, t) for t in s)
     assert can_move(s.SCORING, s.FAILED) and can_move(s.WAITING_CALLBACKS, s.CANCELLED)
+
+
+def test_the_typical_ceiling_matches_the_measured_plateau_and_grows_with_the_budget():
+    """36 essays, every pair once: the simulated ENG5 judge levels off at 0.917–0.925 (`bench pairing`)."""
+    assert 0.91 < typical_ceiling(36, 630) < 0.93
+    assert typical_ceiling(24, 100) < typical_ceiling(24, 200) < typical_ceiling(24, 276)
+    assert typical_ceiling(36, 10_000) == typical_ceiling(36, 630)  # no pair is compared twice
