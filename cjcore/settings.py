@@ -50,10 +50,12 @@ class Settings(BaseSettings):
 
     # Where things are
     database_url: str | None = None  # absent → embedded PostgreSQL in state_dir
+    # Embedded PostgreSQL, the Ray token, deployment.json (default ~/.local/state/cj).
     state_dir: Path = Field(default_factory=default_state_dir)
     ray_address: str | None = None  # absent → up/demo start a local Ray
-    ray_namespace: str = "cj"
+    ray_namespace: str = "cj"  # one deployment's actors; two deployments on one cluster differ here
     provider_base_url: str | None = None  # absent with an API key → the real Anthropic API
+    # The real API's key: never logged, stored or given to an actor (provider workers read it where they run).
     anthropic_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "CJ_ANTHROPIC_API_KEY")
     )
@@ -63,15 +65,18 @@ class Settings(BaseSettings):
     real_provider: bool = False
 
     # Provider pool
-    workers: int = Field(default=2, ge=1, le=256)
+    workers: int = Field(default=2, ge=1, le=256)  # provider workers (async actors) in the pool
     # Calls at the provider at once per worker (Messages mode). None: sized by Little's law from the rate limit
     # and the latency observed (cjcore/rate_limit.py calls_in_flight), at least 16; a number: that, fixed.
     worker_max_in_flight: int | None = Field(default=None, ge=1, le=10_000)
+    # The provider's requests/min for the pool (learned from headers when wrong).
     requests_per_minute: int = Field(default=4_000, ge=1)
     tokens_per_minute: int = Field(default=2_000_000, ge=1)  # input tokens/min
-    output_tokens_per_minute: int | None = Field(default=None, ge=1)
+    output_tokens_per_minute: int | None = Field(default=None, ge=1)  # output tokens/min, if the provider limits them
+    # A Messages call answered later than this is a timeout error result.
     provider_timeout_s: float = Field(default=60.0, gt=0)
     result_delivery_timeout_s: float = Field(default=120.0, gt=0)  # undelivered this long: a warning (still held)
+    # Per model, USD per million tokens (input, output, cache read, cache write).
     prices: dict[str, ModelPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
     # "messages": one Messages API call per comparison (answers in seconds). "batches": the Message
     # Batches API, many comparisons per call at half price (the provider answers within 24 h; the
@@ -83,23 +88,27 @@ class Settings(BaseSettings):
     # cancel) per minute across the pool (None: 50, tier 1's, against the real API; 6,000 against the
     # simulator), and requests waiting in Message Batches at the provider at once.
     batches_api_requests_per_minute: int | None = Field(default=None, ge=1)
+    # Requests waiting in Message Batches at the provider at once, split over workers.
     batch_queue_max_requests: int = Field(default=100_000, ge=1)
     # Status polls of a Message Batch: the first after batch_poll_s, growing 1.5× per poll to batch_poll_max_s.
     # Unset, they suit the provider: 0.05 s → 30 s against the simulator; 30 s → 300 s against the real API,
     # whose batches take minutes to hours (polls go through the limiter, in a bucket of their own).
     batch_poll_s: float | None = Field(default=None, gt=0)
-    batch_poll_max_s: float | None = Field(default=None, gt=0)
+    batch_poll_max_s: float | None = Field(default=None, gt=0)  # the longest wait between two polls (see batch_poll_s)
 
     # Batches
     max_essays_per_batch: int = Field(default=2_000, ge=2)  # a larger request is refused naming `essays`
     max_essay_chars: int = Field(default=60_000, ge=1)  # a longer essay is refused naming `essays[i].text`
     default_max_comparisons: int = Field(default=200, ge=1)  # budget when the request gives none
+    # Valid results as a share of the denominator that end a batch (a request may override).
     completion_threshold_pct: float = Field(default=95.0, gt=0, le=100)
     score_stability_threshold: float = Field(default=0.1, gt=0)  # logits; see README "Completion"
     # Stop once the fit's reliability reaches this (a request's target_reliability overrides it), after a
     # round that added valid verdicts and with at least min_comparisons_per_essay; README "Stop rule".
     target_reliability: float = Field(default=0.9, gt=0, le=1)
+    # Valid comparisons per essay before `reliable` may stop a batch.
     min_comparisons_per_essay: float = Field(default=4.0, ge=0)
+    # Rounds a batch may take, at least (more when its budget needs more at its round size).
     max_iterations: int = Field(default=20, ge=1)
     # Pairs planned per essay each round. None: 1 in Messages mode (a round trip takes seconds, so small adaptive
     # rounds cost nothing), 2.5 in Message Batches mode (a round trip takes up to hours: fewer, larger rounds).
@@ -112,7 +121,7 @@ class Settings(BaseSettings):
     # ends FAILED with reason provider_outage (the only way the provider's trouble fails a batch).
     provider_outage_s: float = Field(default=900.0, gt=0)
     retry_backoff_s: float = Field(default=0.5, ge=0)  # a chain's first retry waits this, doubling per attempt
-    retry_backoff_max_s: float = Field(default=30.0, ge=0)
+    retry_backoff_max_s: float = Field(default=30.0, ge=0)  # the longest wait before a retry
 
     database_outage_s: float = Field(default=60.0, gt=0)  # DB calls retry this long through a restart
 
@@ -120,6 +129,7 @@ class Settings(BaseSettings):
     # of the cluster's schedulable memory holds; cjcore/admission.py), and in Messages mode only while the
     # comparisons waiting for the provider are under admission_backlog_s seconds of its rate limit.
     max_live_batches: int | None = Field(default=None, ge=1)
+    # Messages mode: comparisons waiting for the provider, in seconds of its rate limit.
     admission_backlog_s: float = Field(default=30.0, gt=0)
     admission_start_concurrency: int = Field(default=64, ge=1)  # activations awaited at once
     admission_aging_per_s: float = Field(default=2.0, ge=0)  # see cjcore/admission.py
@@ -128,13 +138,15 @@ class Settings(BaseSettings):
     # resolved when the deployment starts). A batch with nothing to do but wait for results is passivated
     # (dropped from memory) after passivate_after_s; its next message activates it from the database.
     coordinator_hosts: int | None = Field(default=None, ge=1, le=1024)
+    # A batch only waiting for results leaves memory after this long.
     passivate_after_s: float = Field(default=10.0, gt=0)
     activation_concurrency: int = Field(default=16, ge=1)  # activations at once per host (restart: no storm)
 
     # Scoring and supervision
-    scorers: int = Field(default=1, ge=1, le=64)
+    scorers: int = Field(default=1, ge=1, le=64)  # Bradley-Terry scoring actors
+    # A request without a result this long, held by no worker, is expired.
     max_processing_seconds: float = Field(default=300.0, gt=0)
-    supervisor_interval_s: float = Field(default=10.0, gt=0)
+    supervisor_interval_s: float = Field(default=10.0, gt=0)  # between Supervisor sweeps
     batch_idle_s: float = Field(default=120.0, gt=0)  # a batch quiet this long gets its coordinator checked
 
     # Observability and events
@@ -143,10 +155,10 @@ class Settings(BaseSettings):
     # Outbox events are POSTed here, at least once. A secret (it may carry a token): never in an actor's
     # arguments; the outbox reads it from its node's CJ_EVENT_WEBHOOK_URL, or from the file named here.
     event_webhook_url: str | None = None
-    event_webhook_url_file: Path | None = None
-    webhook_timeout_s: float = Field(default=5.0, gt=0)
-    outbox_poll_s: float = Field(default=0.5, gt=0)
-    log_level: str = "INFO"
+    event_webhook_url_file: Path | None = None  # a file holding the webhook URL (read by the outbox where it runs)
+    webhook_timeout_s: float = Field(default=5.0, gt=0)  # one webhook POST
+    outbox_poll_s: float = Field(default=0.5, gt=0)  # between the outbox publisher's reads of unpublished events
+    log_level: str = "INFO"  # DEBUG, INFO, WARNING or ERROR
 
     @field_validator("log_level")
     @classmethod
