@@ -33,7 +33,8 @@ from cjcore.contracts import Comparison, Winner
 from cjcore.scores import BTFit
 
 # Prior precision on scores: N(0, 1/0.3), sd 1.8 logits, about the spread of a real cohort. Weaker priors
-# let sparse early rounds blow scores up, which misleads adaptive pairing (README).
+# let sparse early rounds blow scores up, which misleads adaptive pairing (docs/architecture.md,
+# "Completion, retries, pairing and position bias").
 DEFAULT_ALPHA = 0.3
 MAX_NEWTON_STEPS = 50
 DENSE_BELOW = 100  # essays: below, Newton steps solve a dense Hessian; above, sparse CG (crossover ~100–150 here)
@@ -166,7 +167,7 @@ def _misfit(x: np.ndarray, a: np.ndarray, b: np.ndarray, a_won: np.ndarray, n: i
 def reliability(scores: np.ndarray, se: np.ndarray) -> float:
     """Share of the estimated scores' variance that is true variance, as suits shrunk (MAP) estimates:
     var / (var + mean SE²). The classical SSR, (var − mean SE²) / var, assumes unshrunk estimates and
-    reads far too low at few comparisons per essay (README "Reliability")."""
+    reads far too low at few comparisons per essay (docs/architecture.md "Assessment quality")."""
     if len(scores) < 2:
         return 0.0
     observed = float(np.var(scores, ddof=1))

@@ -51,7 +51,7 @@ def test_alert_rules_name_exported_metrics_and_each_has_a_summary():
     for rule in rules:
         assert rule["annotations"]["summary"]
         assert set(METRIC.findall(rule["expr"])) <= exported_series_names(), rule["alert"]
-    readme = (DASHBOARDS.parent / "README.md").read_text()
+    readme = (DASHBOARDS.parent / "docs" / "operations.md").read_text()
     assert all(f"`{r['alert']}`" in readme for r in rules)  # each has its runbook line
 
 
