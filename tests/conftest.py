@@ -134,3 +134,15 @@ def deployment_module(stack: Settings, sim_server: SimProvider) -> Iterator[tupl
     yield settings, sim_server
     teardown(settings)
     sim_server.configure(**{k: v for k, v in SimConfig(seed=1).__dict__.items() if k != "seed"})
+
+
+# Fixtures that start the session's real parts (PostgreSQL, the simulated provider, Ray): a test using any of
+# them, directly or through another fixture, is in the `ray` layer; `pytest -m "not ray"` runs the pure layer
+# alone (milliseconds a test).
+REAL_PARTS = {"pg_data", "pg_url", "sim_server", "stack"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if REAL_PARTS & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.ray)

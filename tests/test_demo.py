@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import processes_mentioning
+
+pytestmark = pytest.mark.ray  # its own PostgreSQL, Ray and simulated judge, in a subprocess
 
 ROOT = Path(__file__).resolve().parent.parent
 

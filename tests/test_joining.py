@@ -22,6 +22,8 @@ import pytest
 from driver.runtime import ray_cli
 from tests.helpers import essays, processes_mentioning, wait_until
 
+pytestmark = pytest.mark.ray  # starts Ray heads in subprocesses
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
