@@ -2,7 +2,7 @@
 
 Every `CJ_OUTBOX_POLL_S` it reads the unpublished events that are due. With `CJ_EVENT_WEBHOOK_URL` set,
 each is POSTed as JSON with the event id as `Idempotency-Key` (and in the body), and marked published on
-a 2xx; any other answer or no answer schedules the next attempt with exponential backoff (1 s doubling,
+a 2xx; any other answer or no answer schedules the next attempt with the one backoff (1 s doubling, jittered,
 at most 60 s). Without a webhook an event is published as soon as it is seen: the driver's `wait` reads
 the event from the outbox itself. A crash between the POST and the mark means the event is sent again:
 at least once, and receivers deduplicate by id. Batches never wait for this actor.
@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections import Counter
 from typing import Any
 
 import ray
 
+from cjcore.retry import backoff_s
 from cjcore.settings import Settings
 from storage.database import make_engine
 from storage.outbox import OutboxStore
@@ -25,10 +27,6 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 60.0
 BATCH = 100
-
-
-def backoff_s(attempts: int) -> float:
-    return min(MAX_BACKOFF_S, 2.0 ** attempts)
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
@@ -75,7 +73,8 @@ class OutboxPublisher:
             error = f"HTTP {response.status_code}"
         except httpx.HTTPError as exc:
             error = type(exc).__name__
-        retry_in = backoff_s(event["attempts"])
+        # The system's one backoff (cjcore.retry.backoff_s), jittered: events failed together do not retry in step.
+        retry_in = backoff_s(event["attempts"] + 1, 1.0, MAX_BACKOFF_S, random.uniform(0.5, 1.0))
         self.counts["webhook_failures"] += 1
         log.warning("outbox: event %s (%s, batch %s) not delivered: %s; next attempt in %gs",
                     event["id"], event["event_type"], event["aggregate_id"], error, retry_in)

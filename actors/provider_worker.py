@@ -32,6 +32,7 @@ from actors import metrics, names
 from actors.limiter import BATCHES_API
 from cjcore.contracts import ComparisonRequest, ComparisonResult
 from cjcore.rate_limit import acquire_depth, calls_in_flight
+from cjcore.retry import backoff_s
 from cjcore.retrying import retrying
 from cjcore.settings import Settings
 
@@ -413,7 +414,7 @@ class ProviderWorker:
                     self._asking.release()
         except RayError as exc:  # the limiter is restarting: put the requests back and try again
             log.warning("rate limiter unavailable (%s); retrying", type(exc).__name__)
-            await asyncio.sleep(random.uniform(0.25, 0.75))  # jittered: every worker lost it at once
+            await asyncio.sleep(backoff_s(1, 0.75, 0.75, random.uniform(0.5, 1.0)))  # jittered: every worker lost it
             for req in reversed(reqs):
                 self._queues.setdefault(req.batch_id, deque()).appendleft(req)
             self._release(len(reqs))
