@@ -1,7 +1,7 @@
 """The project's error tree. Third-party errors are translated into it at one boundary each:
-`anthropic` in actors/provider_worker.py (as error *results*, never raised), the database in storage/.
+`anthropic` in actors/provider_call.py (as error *results*, never raised), the database in storage/.
 
-    CJError                      every error we raise; carries an optional correlation id
+    CJError                      every error we raise; `correlation_id`: the batch's id where there is one
     ├── InvalidRequest           bad input; `field` names the offending field (invariant 10)
     ├── BatchExists              submit with a batch_id that is already stored
     ├── BatchNotFound            status/cancel/inspect of an unknown batch
@@ -61,6 +61,7 @@ class Fenced(CJError):
     and this activation must stop."""
 
     def __init__(self, batch_id: str, epoch: int):
-        super().__init__(f"batch {batch_id}: epoch {epoch} is stale; another activation holds the batch")
+        super().__init__(f"batch {batch_id}: epoch {epoch} is stale; another activation holds the batch",
+                         correlation_id=batch_id)
         self.batch_id = batch_id
         self.epoch = epoch

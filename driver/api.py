@@ -198,7 +198,8 @@ class CJClient:
                 result.extra["event"] = {"id": event["id"], "event_type": event["event_type"]}
                 return result
             if deadline is not None and time.monotonic() > deadline:
-                raise BatchTimeout(f"batch {batch_id} still {state.value} after {timeout_s:g}s")
+                raise BatchTimeout(f"batch {batch_id} still {state.value} after {timeout_s:g}s",
+                                   correlation_id=batch_id)
             await asyncio.sleep(poll_s)
 
     async def cancel(self, batch_id: str) -> BatchState:
@@ -243,7 +244,7 @@ class CJClient:
         """Rows of cj_batch_health; a QUEUED batch also gets its place in the admission queue (1: next)."""
         rows = await self.reads.health(batch_id)
         if batch_id is not None and not rows:
-            raise BatchNotFound(f"batch {batch_id!r} not found")
+            raise BatchNotFound(f"batch {batch_id!r} not found", correlation_id=batch_id)
         if batch_id is not None and rows[0]["state"] != BatchState.QUEUED.value:
             rows[0]["queue_position"] = None
             waiting = await self.message_batches.waiting_for(batch_id)

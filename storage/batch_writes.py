@@ -221,7 +221,7 @@ class BatchWrites(Store):
                 )
             ).one_or_none()
             if head is None:
-                raise BatchNotFound(f"batch {batch_id!r} not found")
+                raise BatchNotFound(f"batch {batch_id!r} not found", correlation_id=batch_id)
             essay_rows = (
                 await conn.execute(
                     select(
@@ -380,7 +380,7 @@ class BatchWrites(Store):
             row = (await conn.execute(_RECORD_SQL, params)).one_or_none()
             if row is None:
                 await self._check_fence(conn, batch_id, epoch)
-                raise BatchNotFound(f"batch {batch_id!r} not found")
+                raise BatchNotFound(f"batch {batch_id!r} not found", correlation_id=batch_id)
         return set(row.recorded), counters_of(row)
 
     async def valid_comparisons(self, batch_id: str) -> list[Comparison]:

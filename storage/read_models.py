@@ -50,7 +50,7 @@ class ReadModels(Store):
                 )
             ).one_or_none()
         if row is None:
-            raise BatchNotFound(f"batch {batch_id!r} not found")
+            raise BatchNotFound(f"batch {batch_id!r} not found", correlation_id=batch_id)
         return BatchState(row.state), counters_of(row)
 
     async def result(self, batch_id: str) -> BatchResult:
@@ -67,7 +67,7 @@ class ReadModels(Store):
                 )
             ).one_or_none()
             if head is None:
-                raise BatchNotFound(f"batch {batch_id!r} not found")
+                raise BatchNotFound(f"batch {batch_id!r} not found", correlation_id=batch_id)
             essay_rows = (
                 await conn.execute(
                     select(essays.c.essay_id, essays.c.score, essays.c.se, essays.c.is_anchor,
