@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from cjcore.settings import Settings
 
@@ -107,7 +108,7 @@ async def _one(url: str, finished_batches: int, runs: int) -> dict[str, Any]:
         await conn.execute(text(f"DROP DATABASE IF EXISTS {name}"))
         await conn.execute(text(f"CREATE DATABASE {name}"))
     await admin.dispose()
-    engine = make_engine(url.rsplit("/", 1)[0] + f"/{name}", pool_size=2)
+    engine = make_engine(make_url(url).set(database=name).render_as_string(hide_password=False), pool_size=2)
     try:
         await upgrade(engine)
         started = time.monotonic()
