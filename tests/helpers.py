@@ -19,6 +19,7 @@ from storage.batch_writes import BatchWrites
 from storage.database import make_engine
 from storage.metrics import MetricsQueries
 from storage.read_models import ReadModels
+from storage.supervision import SupervisionQueries
 
 
 def processes_mentioning(text: str) -> list[int]:
@@ -69,7 +70,8 @@ def repo_call(settings: Settings, method: str, *args: Any, **kw: Any) -> Any:
     """One storage call by name, from whichever store has it (reads, invariant checks, writes)."""
     async def go() -> Any:
         engine = make_engine(settings.database_url or "", pool_size=1)
-        store = next(s(engine) for s in (ReadModels, MetricsQueries, BatchWrites) if hasattr(s, method))
+        stores = (ReadModels, MetricsQueries, BatchWrites, SupervisionQueries)
+        store = next(s(engine) for s in stores if hasattr(s, method))
         try:
             return await getattr(store, method)(*args, **kw)
         finally:
