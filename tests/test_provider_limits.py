@@ -88,8 +88,8 @@ def test_limits_learned_when_configured_2x_too_low(deployment, sim):
 
 
 def test_each_injected_fault_lands_with_its_error_type_and_status(deployment, sim):
-    settings = deployment(services=False, requests_per_minute=2400)
-    sim.configure(rpm=1200, initial_s=1.0, error_rate=0.08, overload_rate=0.08, timeout_rate=0.04, hang_s=6.0,
+    settings = deployment(services=False, requests_per_minute=2400, provider_timeout_s=2.0)  # hangs cost 2 s, not 5
+    sim.configure(rpm=1200, initial_s=1.0, error_rate=0.08, overload_rate=0.08, timeout_rate=0.04, hang_s=3.0,
                   malformed_rate=0.08, max_tokens_rate=0.08, invalid_rate=0.08, auth_error_rate=0.08,
                   garbage_rate=0.08)  # a 200 whose body is not JSON: a malformed answer, never an exception
     results = run_batches(settings, [{"essays": essays(16, f"fault{i}-"), "max_comparisons": 80} for i in range(2)])
