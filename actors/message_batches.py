@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -46,7 +46,7 @@ class _Open:
 
 class MessageBatches:
     def __init__(self, index: int, settings: Settings, client: Any, store: MessageBatchStore, api: pc.BatchApi,
-                 deliver: Callable[[str, list[pc.ProviderOutcome]], None], dropped: set[str]):
+                 deliver: Callable[[str, list[pc.ProviderOutcome]], None], dropped: Container[str]):
         self._index = index
         self._s = settings
         self._client = client
@@ -160,7 +160,7 @@ class MessageBatches:
             try:
                 await asyncio.sleep(delay)
                 delay = min(self._s.batch_poll_max_s or 30.0, delay * 1.5)
-                cancel = not mb.cancelled and {b for _, b in mb.items} <= self._dropped
+                cancel = not mb.cancelled and all(b in self._dropped for _, b in mb.items)
                 status = await pc.poll_message_batch(self._client, mb.provider_id, self._api, cancel=cancel,
                                                      outage_s=None, max_delay_s=self._s.batch_poll_max_s or 30.0)
                 mb.cancelled |= cancel
@@ -203,8 +203,6 @@ class MessageBatches:
             with attempt:
                 await self._store.close(mb.id, state)
         self._open.pop(mb.id, None)
-        still = {b for m in self._open.values() for _, b in m.items}
-        self._dropped.difference_update({b for _, b in mb.items} - still)  # bounded by what is open
 
     # -- bookkeeping --------------------------------------------------------------------------------------
 

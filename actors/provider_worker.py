@@ -46,6 +46,26 @@ REPORT_EVERY_S = 0.05  # limiter reports are gathered this long (one Ray call pe
 MIN_SLOTS = 16  # calls in flight per worker before latencies are known (Messages mode, adaptive)
 
 
+DROPPED_KEPT = 10_000  # cancelled or given-up batches a worker remembers (the latest): bounded, whatever the history
+
+
+class RecentIds:
+    """A set that keeps only the `size` ids added last."""
+
+    def __init__(self, size: int):
+        self._size = size
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def add(self, value: str) -> None:
+        self._ids[value] = None
+        self._ids.move_to_end(value)
+        if len(self._ids) > self._size:
+            self._ids.popitem(last=False)
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._ids
+
+
 class Slots:
     """A semaphore whose size can change: calls at the provider at once."""
 
@@ -179,7 +199,7 @@ class ProviderWorker:
         # restarts re-sends its rows without a result, and those must not become second provider calls.
         self._known: set[str] = set()
         # Batches cancelled or given up: their comparisons still inside a Message Batch are cancelled there.
-        self._dropped: set[str] = set()
+        self._dropped = RecentIds(DROPPED_KEPT)
         self._work = asyncio.Event()
         # Calls at the provider at once: comparisons in "messages" mode; Message Batch creates in "batches" mode
         # (a pending Message Batch holds none).
@@ -222,8 +242,8 @@ class ProviderWorker:
             return 0  # shutting down: the rows stay without a result and are re-sent after `up`
         accepted = 0
         for req in requests:
-            if req.correlation_id in self._known:
-                continue
+            if req.correlation_id in self._known or req.batch_id in self._dropped:
+                continue  # held already, or its batch was cancelled or given up: never bought
             self._known.add(req.correlation_id)
             self._queues.setdefault(req.batch_id, deque()).append(req)
             accepted += 1
@@ -250,8 +270,7 @@ class ProviderWorker:
     async def drop_batch(self, batch_id: str) -> list[str]:
         """Remove a batch's queued (not yet sent) requests and cancel Message Batches holding only its (or
         other dropped batches') comparisons; return the correlation ids of those that were queued."""
-        if self._batches:
-            self._dropped.add(batch_id)  # pruned when no open Message Batch holds the batch any more
+        self._dropped.add(batch_id)
         queue = self._queues.pop(batch_id, deque())
         for req in queue:
             self._known.discard(req.correlation_id)

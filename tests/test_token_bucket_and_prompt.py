@@ -77,3 +77,12 @@ def test_calls_in_flight_follow_the_rate_limit_and_the_latency_observed():
     # The 90th percentile, not the mean: a slow tail needs the slots.
     assert calls_in_flight(4_000, [0.5] * 85 + [6.0] * 15, workers=2, floor=16) == 300
     assert calls_in_flight(60, [0.2] * 10, workers=2, floor=16) == 16  # never below the floor
+
+
+def test_a_workers_memory_of_cancelled_batches_is_bounded_and_keeps_the_latest():
+    from actors.provider_worker import RecentIds
+
+    dropped = RecentIds(3)
+    for b in ("b1", "b2", "b3", "b4"):
+        dropped.add(b)
+    assert "b1" not in dropped and all(b in dropped for b in ("b2", "b3", "b4"))
