@@ -356,7 +356,7 @@ class ProviderWorker:
             # and the asks allowed at the limiter (`acquire_depth` requests per worker, so a new batch waits
             # behind no more than before) permit without waiting, at most PERMIT_GROUP.
             extra = 0
-            queued = self._queued()
+            queued = self._queued(PERMIT_GROUP)
             while (extra < PERMIT_GROUP - 1 and extra + 1 < queued and not self._asking.locked()
                    and self._slots.try_acquire()):
                 await self._asking.acquire()  # free: does not wait
@@ -467,8 +467,14 @@ class ProviderWorker:
             self._slots.release()
         self._call_ended(n)
 
-    def _queued(self) -> int:
-        return sum(len(q) for q in self._queues.values())
+    def _queued(self, enough: int) -> int:
+        """Requests queued, counted only up to `enough` (the pump asks per permit; a full count was O(batches))."""
+        n = 0
+        for queue in self._queues.values():
+            n += len(queue)
+            if n >= enough:
+                break
+        return n
 
     def _call_ended(self, n: int) -> None:
         self._in_call -= n
