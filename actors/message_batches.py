@@ -70,9 +70,6 @@ class MessageBatches:
         """Requests this worker may still have at the provider (its share of the Batches API's queue limit)."""
         return self.capacity - self.pending_items()
 
-    def held(self) -> set[str]:
-        return set(self._of)
-
     def settled(self, correlation_ids: list[str]) -> None:
         """The hosts acknowledged (or gave up on) these results; a Message Batch whose results are all
         acknowledged is closed."""
