@@ -196,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--per-essay", type=_positive_int("--per-essay"), default=10,
                    help="fit: comparisons per essay")
     b.add_argument("--sections", nargs="+", default=None,
-                   choices=["strategies", "stop", "reliability", "calibration", "misfit", "ruler", "rounds"],
+                   choices=["strategies", "stop", "reliability", "calibration", "misfit", "ruler", "rounds",
+                            "reliable_test"],
                    help="pairing: which tables (default all)")
     b.add_argument("--noise", type=float, default=0.5, help="pairing: the simulated judge's noise (logits)")
     b.add_argument("--position-bias", type=float, default=0.0, help="pairing: the judge's preference for A")

@@ -15,6 +15,7 @@ Sections (each a table; medians or shares over seeds):
   Brier score, calibration error of the top probability.
 - `misfit`: how often one essay judged erratically is flagged, and how often consistent ones are.
 - `ruler`: students graded against a ruler calibrated once versus with the anchors inline.
+- `reliable_test`: how often the end-to-end reliability test's scenario would miss `reliable`, over seeds.
 - `rounds`: round trips and comparisons to the stop for a 24-essay batch at target 0.85, Messages-mode rounds
   (1 pair per essay) beside Message Batches-mode rounds (2.5), where each round trip can take hours.
 """
@@ -35,7 +36,7 @@ import numpy as np
 
 from cjcore import bradley_terry, pairing
 from cjcore.batch_book import BatchBook, Outcome
-from cjcore.completion import Policy, decide
+from cjcore.completion import Policy, decide, round_cap
 from cjcore.contracts import GRADE_SCALE, Comparison, Counters, PlannedPair, Winner, denominator, usable_pairs
 from cjcore.grade_projection import Anchor, Projection, boundaries, project
 from cjcore.misfit import misfit_flags
@@ -260,6 +261,31 @@ def round_trips(args: argparse.Namespace) -> list[dict[str, Any]]:
     return table
 
 
+def reliable_test(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """How often `test_an_eng5_batch_stops_when_its_reliability_reaches_the_target_before_its_budget` would miss
+    over seeds: the ENG5 sample (24 essays), judge noise 0.5 and position bias 0.5, budget 276 (every pair),
+    threshold 100%, target 0.85, Messages-mode rounds. The test itself runs one seeded batch."""
+    policy = Policy(threshold_pct=100, stability_threshold=0.1, max_iterations=round_cap(20, 276, 24, 1.0),
+                    target_reliability=0.85)
+    reasons, stops = Counter[str](), []
+    for seed in range(args.seeds):
+        batch, _, _, _ = eng5_batch(12, seed, 0.5, 0.5, budget=276)
+        before = 0
+        for rounds, (fit, change) in enumerate(batch.rounds(), start=1):
+            done = len(batch.comparisons)
+            reason = decide(Counters(276, done, done, 0, rounds), len(batch.ids), change, policy,
+                            new_valid=done - before, reliability=fit.ssr).reason
+            before = done
+            if reason or done >= 276:
+                reasons[reason or "all pairs"] += 1
+                stops.append(done)
+                break
+    missed = args.seeds - reasons["reliable"]
+    return [{"seeds": args.seeds, "reliable": reasons["reliable"], "missed": missed,
+             "miss_rate": round(missed / args.seeds, 4), "reasons": dict(reasons),
+             "comparisons_median": _median(stops, 1), "comparisons_max": max(stops)}]
+
+
 def reliability(args: argparse.Namespace) -> list[dict[str, Any]]:
     """At 5, 10 and 15 comparisons per essay: each reliability estimate beside r² with the truth."""
     table = []
@@ -416,7 +442,7 @@ def ruler(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 SECTIONS: dict[str, Callable[[argparse.Namespace], list[dict[str, Any]]]] = {
     "strategies": strategies, "stop": stop_rule, "reliability": reliability, "calibration": calibration,
-    "misfit": misfit, "ruler": ruler, "rounds": round_trips,
+    "misfit": misfit, "ruler": ruler, "rounds": round_trips, "reliable_test": reliable_test,
 }
 
 
