@@ -26,7 +26,7 @@ from cjcore.retry import NOT_JUDGED, TRANSIENT, Attempt, Retry, backoff_s, plan_
 from cjcore.scores import BTFit, max_score_change, position_wins
 
 # Why a batch stopped short of its target reliability, said in its result.
-UNREACHED = {"threshold": "the pairs ran out (the completion threshold of every pair was reached)",
+UNREACHED = {"threshold": "the completion threshold of min(budget, pairs) was reached",
              "budget": "the budget was spent", "max_iterations": "the round cap was reached",
              "stable": "the scores stopped changing"}
 
