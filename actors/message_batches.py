@@ -161,7 +161,10 @@ class MessageBatches:
                 status = await pc.poll_message_batch(self._client, mb.provider_id, self._api, cancel=cancel,
                                                      outage_s=None, max_delay_s=self._s.batch_poll_max_s or 30.0)
                 mb.cancelled |= cancel
-                await self._store.polled(mb.id)
+                try:
+                    await self._store.polled(mb.id)
+                except Exception as exc:  # only for CJBatchStuck: a database away must not end the wait
+                    log.warning("message batch %s: poll time not recorded (%s)", mb.id, type(exc).__name__)
                 if status != "ended":
                     continue
                 latency = int((time.time() - mb.created_at) * 1000)
