@@ -13,10 +13,11 @@ PostgreSQL at every step (invariant 13).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
-from collections.abc import Callable, Container
+from collections.abc import Awaitable, Callable, Container
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -127,7 +128,8 @@ class MessageBatches:
                     log.warning("message batch %s: the create got no answer; looking for it before sending again",
                                 mb.id)
                     raise
-                await self._store.created(mb.id, provider_id, _datetime(created_at))
+                await _until_written(functools.partial(self._store.created, mb.id, provider_id,
+                                                       _datetime(created_at)))
                 mb.provider_id = provider_id
                 self.created += 1
 
@@ -140,7 +142,7 @@ class MessageBatches:
         found = lost_create(listed, len(mb.items), sent_at, ours)
         if found is None:
             return False
-        await self._store.created(mb.id, found.id, _datetime(found.created_at))
+        await _until_written(lambda: self._store.created(mb.id, found.id, _datetime(found.created_at)))
         mb.provider_id = found.id
         self.adopted += 1
         log.warning("message batch %s: adopted %s, the create whose answer was lost", mb.id, found.id)
@@ -199,9 +201,7 @@ class MessageBatches:
     async def _close(self, mb: _Open, state: str) -> None:
         state = "failed" if mb.id in self._failed else state
         self._failed.discard(mb.id)
-        async for attempt in retrying(lambda exc: True, within_s=None, first_s=1.0, max_s=30.0):
-            with attempt:
-                await self._store.close(mb.id, state)
+        await _until_written(lambda: self._store.close(mb.id, state))
         self._open.pop(mb.id, None)
 
     # -- bookkeeping --------------------------------------------------------------------------------------
@@ -245,6 +245,14 @@ class MessageBatches:
                 return
         await self._wait(mb)
 
+
+
+async def _until_written(write: Callable[[], Awaitable[None]]) -> None:
+    """A write that must land (a Message Batch bought and not recorded would be bought again): retried for as long
+    as the database is away."""
+    async for attempt in retrying(lambda exc: True, within_s=None, first_s=1.0, max_s=30.0):
+        with attempt:
+            await write()
 
 
 def _datetime(epoch: float) -> datetime:
