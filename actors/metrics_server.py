@@ -80,7 +80,8 @@ class MetricsServer:
                 target.set(value)
 
     async def _refresh(self) -> None:
-        self._db.snapshot = await self._repo.metrics_snapshot(self._settings.batch_idle_s)
+        self._db.snapshot = await self._repo.metrics_snapshot(self._settings.batch_idle_s,
+                                                              self._settings.batch_poll_max_s or 0.0)
         try:
             limiter = ray.get_actor(names.LIMITER, namespace=self._settings.ray_namespace)
             stats: dict[str, Any] = await asyncio.wait_for(limiter.stats.remote(), 2.0)

@@ -62,7 +62,8 @@ class Supervisor:
         limit = self._settings.max_processing_seconds if max_processing_seconds is None else max_processing_seconds
         done: Counter[str] = Counter()
         await self._adopt(await self._repo.active_batch_ids(self._settings.ray_namespace), done)
-        idle = await self._repo.idle_batch_ids(self._settings.batch_idle_s, self._settings.ray_namespace)
+        idle = await self._repo.idle_batch_ids(self._settings.batch_idle_s, self._settings.ray_namespace,
+                                               self._settings.batch_poll_max_s or 0.0)
         await self._each(idle, self._check_idle, done, "nudge")
         stuck = await self._unheld(await self._repo.stuck_pairs(limit, self._settings.ray_namespace))
         await self._each(list(stuck), lambda b: self._expire(b, stuck[b], limit), done, "expire")

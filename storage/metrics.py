@@ -21,13 +21,14 @@ from storage.records import (
 from storage.schema import (
     WAITING_ON_MESSAGE_BATCH_SQL,
     batch_states,
+    waiting_window_s,
 )
 
 
 class MetricsQueries(Store):
     """Read-only figures over many rows."""
 
-    async def metrics_snapshot(self, idle_s: float) -> dict[str, Any]:
+    async def metrics_snapshot(self, idle_s: float, poll_every_s: float = 0.0) -> dict[str, Any]:
         """What /metrics reads from the record at each scrape (actors/metrics_server.py): finished batches from
         the totals their final transactions added to, the rest from the batches not finished (queued or in
         progress, by the state index): the work does not grow with finished history."""
@@ -40,13 +41,14 @@ class MetricsQueries(Store):
 SELECT coalesce(sum(submitted_comparisons), 0) AS submitted, coalesce(sum(completed_comparisons), 0) AS completed,
        coalesce(sum(failed_comparisons), 0) AS failed,
        count(*) FILTER (WHERE state <> 'QUEUED' AND last_activity_at < now() - make_interval(secs => :idle)
-                          AND NOT """ + WAITING_ON_MESSAGE_BATCH_SQL.format(idle=":idle") + f""") AS stuck,
+                          AND NOT """ + WAITING_ON_MESSAGE_BATCH_SQL.format(idle=":window") + f""") AS stuck,
        (SELECT count(*) FILTER (WHERE p.error_code = 'QUEUE_TIMEOUT') FROM cj_comparison_pairs p
          WHERE p.batch_id IN (SELECT batch_id FROM cj_batch_states WHERE state IN ({live}))) AS expired,
        (SELECT count(*) FILTER (WHERE p.retry_of IS NOT NULL) FROM cj_comparison_pairs p
          WHERE p.batch_id IN (SELECT batch_id FROM cj_batch_states WHERE state IN ({live}))) AS retried,
        (SELECT count(*) FROM cj_event_outbox WHERE published_at IS NULL) AS outbox_unpublished
-  FROM cj_batch_states WHERE state IN ({live})"""), {"idle": idle_s})).one()
+  FROM cj_batch_states WHERE state IN ({live})"""),
+                {"idle": idle_s, "window": waiting_window_s(idle_s, poll_every_s)})).one()
         by_state.update(COMPLETED=done.completed_batches, FAILED=done.failed_batches,
                         CANCELLED=done.cancelled_batches)
         return {

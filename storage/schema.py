@@ -253,7 +253,13 @@ WAITING_ON_MESSAGE_BATCH_SQL = """EXISTS (
      AND coalesce(wm.polled_at, wm.created_at) > now() - make_interval(secs => {idle}))"""
 
 
-def not_waiting_on_message_batch(idle_s: float):  # type: ignore[no-untyped-def]
-    """The batch has no comparison in an open Message Batch that answered a poll within `idle_s` (one that has
+def not_waiting_on_message_batch(window_s: float):  # type: ignore[no-untyped-def]
+    """The batch has no comparison in an open Message Batch that answered a poll within `window_s` (one that has
     is waiting, for up to 24 h, not stuck)."""
-    return text("NOT " + WAITING_ON_MESSAGE_BATCH_SQL.format(idle=float(idle_s)))
+    return text("NOT " + WAITING_ON_MESSAGE_BATCH_SQL.format(idle=float(window_s)))
+
+
+def waiting_window_s(idle_s: float, poll_every_s: float) -> float:
+    """How recent a Message Batch's last answered poll must be for its batches to count as waiting: the idle
+    limit, plus two of the longest gaps between polls (CJ_BATCH_POLL_MAX_S)."""
+    return idle_s + 2 * poll_every_s

@@ -13,6 +13,7 @@ from storage.schema import (
     batches,
     not_waiting_on_message_batch,
     of_deployment,
+    waiting_window_s,
 )
 
 RECENT_S = 86_400.0  # finished batches a sweep still checks (events, projections): the last day's
@@ -43,7 +44,7 @@ class SupervisionQueries(Store):
             out.setdefault(b, []).append(cid)
         return out
 
-    async def idle_batch_ids(self, idle_s: float, namespace: str) -> list[str]:
+    async def idle_batch_ids(self, idle_s: float, namespace: str, poll_every_s: float = 0.0) -> list[str]:
         """The deployment's admitted, non-terminal batches with no activity for `idle_s` seconds."""
         async with self.engine.connect() as conn:
             rows = (
@@ -53,7 +54,7 @@ class SupervisionQueries(Store):
                     .where(
                         batch_states.c.state.in_(IN_PROGRESS),
                         batch_states.c.last_activity_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, idle_s),
-                        of_deployment(namespace), not_waiting_on_message_batch(idle_s),
+                        of_deployment(namespace), not_waiting_on_message_batch(waiting_window_s(idle_s, poll_every_s)),
                     )
                 )
             ).all()

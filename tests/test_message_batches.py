@@ -158,7 +158,7 @@ def test_a_message_batch_slower_than_the_expiry_age_is_waited_on_not_expired_nor
     # (both read the same condition).
     assert sql(settings, "SELECT extract(epoch FROM now() - last_activity_at) FROM cj_batch_states "
                          "WHERE batch_id = :b", b=batch_id)[0][0] > 1.0
-    assert batch_id not in repo_call(settings, "idle_batch_ids", 1.0, settings.ray_namespace)
+    assert batch_id not in repo_call(settings, "idle_batch_ids", 1.0, settings.ray_namespace, settings.batch_poll_max_s)
     result = wait_for(settings, batch_id)
     assert result.state.value == "COMPLETED"
     ((rows, expired),) = sql(settings, "SELECT count(*), count(*) FILTER (WHERE error_code = 'QUEUE_TIMEOUT') "
