@@ -42,3 +42,10 @@ def max_score_change(previous: dict[str, float], current: dict[str, float]) -> f
     if not previous or set(previous) != set(current):
         return None
     return max(abs(current[k] - previous[k]) for k in current)
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation (scipy's: ties take their average rank): the benches' and tests' one."""
+    from scipy import stats
+
+    return float(stats.spearmanr(x, y).statistic)

@@ -24,7 +24,7 @@ import numpy as np
 
 from cjcore import bradley_terry
 from cjcore.contracts import Comparison, Winner
-from driver.pairing_bench import spearman
+from cjcore.scores import spearman
 
 
 def _comparisons(n: int, per_essay: int, seed: int) -> tuple[list[str], list[float], list[Comparison]]:

@@ -42,7 +42,7 @@ from cjcore.grade_projection import Anchor, Projection, boundaries, project
 from cjcore.misfit import misfit_flags
 from cjcore.retry import Attempt
 from cjcore.sample import eng5_quality, eng5_request
-from cjcore.scores import BTFit, max_score_change
+from cjcore.scores import BTFit, max_score_change, spearman
 from simprovider.judge import Judge
 
 SPEARMAN_TARGET = 0.9
@@ -73,11 +73,6 @@ def _random_round(ids: list[str], attempted: Counter[pairing.Key], size: int, rn
     candidates = [p for p in all_pairs if attempted.get(pairing.pair_key(*p), 0) == least]
     rng.shuffle(candidates)
     return [PlannedPair(a, b) if rng.random() < 0.5 else PlannedPair(b, a) for a, b in candidates[:size]]
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
-    return float(np.corrcoef(rx, ry)[0, 1])
 
 
 def _judge(truth: dict[str, Any], noise: float, bias: float, seed: int) -> Judge:

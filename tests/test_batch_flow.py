@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 
-import numpy as np
 import ray
 
 from actors import names
 from cjcore.contracts import BatchResult, BatchState
 from cjcore.sample import eng5_quality, eng5_request, eng5_truth
+from cjcore.scores import spearman
 from tests.helpers import essays, repo_call, run_batch, sql
 
 # The stack's judge is noisy and its call order (hence its random draws) varies run to run; observed
@@ -19,11 +19,6 @@ SPEARMAN_MIN = 0.75
 
 RESULT_FIELDS = {"batch_id", "state", "completion_reason", "counters", "rankings", "grade_projections",
                  "reliability", "position", "cost"}
-
-
-def _spearman(x, y):
-    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
-    return float(np.corrcoef(rx, ry)[0, 1])
 
 
 def test_eng5_batch_end_to_end(stack, sim):
@@ -47,7 +42,7 @@ def test_eng5_batch_end_to_end(stack, sim):
     assert [r.rank for r in result.rankings] == list(range(1, 25))
 
     quality = eng5_quality()
-    rho = _spearman([quality[r.essay_id] for r in result.rankings], [r.score for r in result.rankings])
+    rho = spearman([quality[r.essay_id] for r in result.rankings], [r.score for r in result.rankings])
     print(f"\nENG5 batch: Spearman(scores, truth) = {rho:.3f}, SSR {result.reliability.ssr:.3f}, "
           f"{result.counters.completed} comparisons, reason {result.completion_reason}")
     assert rho >= SPEARMAN_MIN
@@ -230,6 +225,6 @@ def test_a_2000_essay_batch_completes_end_to_end(deployment, sim):
     rows = sql(settings, "SELECT count(*) FROM cj_comparison_pairs WHERE batch_id = :b AND winner IS NOT NULL",
                b=result.batch_id)[0][0]
     assert rows == result.counters.completed + result.counters.failed
-    rho = _spearman([quality[r.essay_id] for r in result.rankings], [r.score for r in result.rankings])
+    rho = spearman([quality[r.essay_id] for r in result.rankings], [r.score for r in result.rankings])
     print(f"\n2,000 essays: Spearman {rho:.3f} with the truth, reliability {result.reliability.ssr:.3f}")
     assert rho > 0.8  # 0.862 here; at 10 comparisons per essay the fit is the limit, not the system

@@ -9,15 +9,10 @@ import pytest
 from cjcore import bradley_terry
 from cjcore.contracts import Comparison, Winner
 from cjcore.misfit import misfit_flags
-from cjcore.scores import max_score_change, position_wins
+from cjcore.scores import max_score_change, position_wins, spearman
 
 SPEARMAN_MIN = 0.9
 SSR_MIN = 0.8
-
-
-def _spearman(x, y):
-    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
-    return float(np.corrcoef(rx, ry)[0, 1])
 
 
 def _simulate(truth, n_comparisons, seed, bias=0.0):
@@ -36,7 +31,7 @@ TRUTH = {f"e{i:02d}": q for i, q in enumerate(np.linspace(-2.5, 2.5, 24))}
 
 def test_scores_agree_with_the_truth():
     fit = bradley_terry.fit(list(TRUTH), _simulate(TRUTH, 240, seed=3))
-    rho = _spearman(list(TRUTH.values()), list(fit.scores))
+    rho = spearman(list(TRUTH.values()), list(fit.scores))
     print(f"Spearman with truth: {rho:.3f}, SSR {fit.ssr:.3f}")
     assert rho >= SPEARMAN_MIN
     assert fit.ssr >= SSR_MIN
@@ -75,7 +70,7 @@ def test_the_judges_position_preference_is_estimated_jointly_with_the_scores(bia
     print(f"position bias {bias}: estimated {fit.position_bias:.3f} ± {fit.position_bias_se:.3f}")
     assert abs(fit.position_bias - bias) < 3 * fit.position_bias_se
     assert 0.01 < fit.position_bias_se < 0.1
-    assert _spearman(list(TRUTH.values()), list(fit.scores)) >= SPEARMAN_MIN
+    assert spearman(list(TRUTH.values()), list(fit.scores)) >= SPEARMAN_MIN
     a_wins, b_wins = position_wins(comps)
     assert a_wins + b_wins == 3000
     if bias:
