@@ -124,11 +124,13 @@ UPDATE cj_finished_totals SET
   failed_batches = failed_batches + (:state = 'FAILED')::int,
   cancelled_batches = cancelled_batches + (:state = 'CANCELLED')::int,
   submitted = submitted + :s, completed = completed + :c, failed = failed + :f,
-  expired = expired + (SELECT count(*) FROM cj_comparison_pairs WHERE batch_id = :b AND error_code = 'QUEUE_TIMEOUT'),
-  retried = retried + (SELECT count(*) FROM cj_comparison_pairs WHERE batch_id = :b AND retry_of IS NOT NULL),
+  expired = expired + p.n_expired, retried = retried + p.n_retried,
   no_projections = no_projections + (:state = 'COMPLETED' AND :projections = 0
       AND EXISTS (SELECT 1 FROM cj_essays WHERE batch_id = :b AND is_anchor)
       AND EXISTS (SELECT 1 FROM cj_essays WHERE batch_id = :b AND NOT is_anchor))::int
+FROM (SELECT count(*) FILTER (WHERE error_code = 'QUEUE_TIMEOUT') AS n_expired,
+             count(*) FILTER (WHERE retry_of IS NOT NULL) AS n_retried
+        FROM cj_comparison_pairs WHERE batch_id = :b) AS p  -- the batch's rows, read once
 WHERE id = 1""")
 
 

@@ -37,15 +37,16 @@ class MetricsQueries(Store):
             done = (await conn.execute(text("SELECT * FROM cj_finished_totals WHERE id = 1"))).one()
             by_state: dict[str, int] = dict((await conn.execute(text(
                 f"SELECT state::text, count(*) FROM cj_batch_states WHERE state IN ({live}) GROUP BY state"))).all())
-            head = (await conn.execute(text("""
+            head = (await conn.execute(text(f"""
+WITH p AS (  -- the live batches' rows, read once
+  SELECT count(*) FILTER (WHERE error_code = 'QUEUE_TIMEOUT') AS expired,
+         count(*) FILTER (WHERE retry_of IS NOT NULL) AS retried
+    FROM cj_comparison_pairs WHERE batch_id IN (SELECT batch_id FROM cj_batch_states WHERE state IN ({live})))
 SELECT coalesce(sum(submitted_comparisons), 0) AS submitted, coalesce(sum(completed_comparisons), 0) AS completed,
        coalesce(sum(failed_comparisons), 0) AS failed,
        count(*) FILTER (WHERE state <> 'QUEUED' AND last_activity_at < now() - make_interval(secs => :idle)
                           AND NOT """ + WAITING_ON_MESSAGE_BATCH_SQL.format(idle=":window") + f""") AS stuck,
-       (SELECT count(*) FILTER (WHERE p.error_code = 'QUEUE_TIMEOUT') FROM cj_comparison_pairs p
-         WHERE p.batch_id IN (SELECT batch_id FROM cj_batch_states WHERE state IN ({live}))) AS expired,
-       (SELECT count(*) FILTER (WHERE p.retry_of IS NOT NULL) FROM cj_comparison_pairs p
-         WHERE p.batch_id IN (SELECT batch_id FROM cj_batch_states WHERE state IN ({live}))) AS retried,
+       (SELECT expired FROM p) AS expired, (SELECT retried FROM p) AS retried,
        (SELECT count(*) FROM cj_event_outbox WHERE published_at IS NULL) AS outbox_unpublished
   FROM cj_batch_states WHERE state IN ({live})"""),
                 {"idle": idle_s, "window": waiting_window_s(idle_s, poll_every_s)})).one()
