@@ -27,7 +27,7 @@ from cjcore.contracts import ComparisonRequest, ComparisonResult, ErrorType
 from cjcore.message_batch import CLOCK_SKEW_S, lost_create
 from cjcore.retrying import retrying
 from cjcore.settings import Settings
-from storage.message_batches import MessageBatchStore, OpenMessageBatch
+from storage.message_batches import MessageBatchStore
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class _Open:
     created_at: float = field(default_factory=time.time)
     unacked: set[str] = field(default_factory=set)
     cancelled: bool = False
+    failed: bool = False  # given up: its comparisons have error results
 
 
 class MessageBatches:
@@ -58,8 +59,8 @@ class MessageBatches:
         self._open: dict[str, _Open] = {}
         self._of: dict[str, str] = {}  # correlation id → open Message Batch, until its result is acknowledged
         self._tasks: set[asyncio.Task[None]] = set()
-        self._failed: set[str] = set()  # given up: closed `failed` once their error results are acknowledged
         self.capacity = max(1, settings.batch_queue_max_requests // settings.workers)
+        self._poll_max_s = settings.batch_poll_max_s or 30.0  # resolved by Settings
         self.created = self.adopted = 0
 
     # -- what the worker asks --------------------------------------------------------------------------
@@ -81,7 +82,7 @@ class MessageBatches:
                 continue
             mb.unacked.discard(cid)
             if not mb.unacked:
-                self._spawn(self._close(mb, "cancelled" if mb.cancelled else "read"))
+                self._spawn(self._close(mb, "failed" if mb.failed else "cancelled" if mb.cancelled else "read"))
 
     def stats(self) -> dict[str, int]:
         return {"message_batches_open": len(self._open), "message_batch_items": self.pending_items(),
@@ -117,7 +118,7 @@ class MessageBatches:
             return isinstance(exc, pc.Transient | pc.Lost)
 
         async for attempt in retrying(again, within_s=self._s.provider_outage_s, first_s=0.5,
-                                      max_s=self._s.batch_poll_max_s or 30.0):
+                                      max_s=self._poll_max_s):
             with attempt:
                 if lost and await self._adopt(mb, sent_at):
                     return
@@ -137,7 +138,7 @@ class MessageBatches:
         """Look for a lost create in the API's list; adopt it if found."""
         listed = await pc.recent_message_batches(self._client, sent_at - CLOCK_SKEW_S, self._api,
                                                  outage_s=self._s.provider_outage_s,
-                                                 max_delay_s=self._s.batch_poll_max_s or 30.0)
+                                                 max_delay_s=self._poll_max_s)
         ours = await self._store.recorded([b.id for b in listed]) if listed else set()
         found = lost_create(listed, len(mb.items), sent_at, ours)
         if found is None:
@@ -158,10 +159,10 @@ class MessageBatches:
         while True:
             try:
                 await asyncio.sleep(delay)
-                delay = min(self._s.batch_poll_max_s or 30.0, delay * 1.5)
+                delay = min(self._poll_max_s, delay * 1.5)
                 cancel = not mb.cancelled and all(b in self._dropped for _, b in mb.items)
                 status = await pc.poll_message_batch(self._client, mb.provider_id, self._api, cancel=cancel,
-                                                     outage_s=None, max_delay_s=self._s.batch_poll_max_s or 30.0)
+                                                     outage_s=None, max_delay_s=self._poll_max_s)
                 mb.cancelled |= cancel
                 try:
                     await self._store.polled(mb.id)
@@ -172,7 +173,7 @@ class MessageBatches:
                 latency = int((time.time() - mb.created_at) * 1000)
                 outcomes = await pc.message_batch_outcomes(
                     self._client, mb.provider_id, mb.items, self._s.price_for(mb.model), self._api,
-                    latency_ms=latency, outage_s=None, max_delay_s=self._s.batch_poll_max_s or 30.0)
+                    latency_ms=latency, outage_s=None, max_delay_s=self._poll_max_s)
             except pc.GaveUp as exc:  # refused for good (404: gone, 401): what it held is tried again elsewhere
                 log.warning("message batch %s (%s): %s; its comparisons get error results", mb.id, mb.provider_id,
                             exc.details)
@@ -195,12 +196,10 @@ class MessageBatches:
         """Error results for every comparison in it (the coordinators retry them as new attempts); the row is
         closed `failed` once they are acknowledged."""
         outcomes = [pc.ProviderOutcome(ComparisonResult.error(item, kind, details, **ids)) for item in mb.items]
-        self._failed.add(mb.id)
+        mb.failed = True
         self._deliver(mb.model, outcomes)
 
     async def _close(self, mb: _Open, state: str) -> None:
-        state = "failed" if mb.id in self._failed else state
-        self._failed.discard(mb.id)
         await _until_written(lambda: self._store.close(mb.id, state))
         self._open.pop(mb.id, None)
 
@@ -228,15 +227,15 @@ class MessageBatches:
                 await self._store.close(mb.id, "failed")
                 continue
             self._track(mb)
-            self._spawn(self._resume_one(mb, row))
+            self._spawn(self._resume_one(mb))
         if rows:
             log.warning("resumed %d open Message Batches (%d comparisons)", len(rows), self.pending_items())
         return list(self._of)
 
-    async def _resume_one(self, mb: _Open, row: OpenMessageBatch) -> None:
+    async def _resume_one(self, mb: _Open) -> None:
         if mb.provider_id is None:
             try:
-                found = await self._adopt(mb, row.created_at.timestamp())
+                found = await self._adopt(mb, mb.created_at)
             except pc.GaveUp as exc:
                 found = False
                 log.warning("message batch %s: could not list Message Batches (%s)", mb.id, exc.details)
