@@ -160,6 +160,17 @@ class Settings(BaseSettings):
     outbox_poll_s: float = Field(default=0.5, gt=0)  # between the outbox publisher's reads of unpublished events
     log_level: str = "INFO"  # DEBUG, INFO, WARNING or ERROR
 
+    # HTTP API and report pages (Ray Serve): docs/http.md
+    http_enabled: bool = True  # `up` serves the HTTP API and the pages; false: the command line only
+    http_host: str = "127.0.0.1"  # 0.0.0.0 to serve other machines
+    http_port: int = Field(default=8000, ge=1, le=65535)
+    # The bearer token of the API and pages: never logged, stored or given to an actor. Unset: the one `up`
+    # generated into <state_dir>/api_token (0600) at the first `up` and printed once.
+    api_token: SecretStr | None = None
+    # A request body above this is refused (413) before it is parsed: 2,000 essays of 60,000 characters as JSON,
+    # with room for escapes.
+    max_request_bytes: int = Field(default=160_000_000, ge=1_000)
+
     @field_validator("log_level")
     @classmethod
     def _level(cls, v: str) -> str:
@@ -206,7 +217,7 @@ class Settings(BaseSettings):
     def public(self) -> dict[str, object]:
         """As they may be written down (deployment.json) or published (the Supervisor): no API key, the
         database password and the webhook URL (often a bearer secret) redacted."""
-        out = self.model_dump(mode="json", exclude={"anthropic_api_key"})
+        out = self.model_dump(mode="json", exclude={"anthropic_api_key", "api_token"})
         if self.database_url:
             out["database_url"] = redacted(self.database_url)
         if self.event_webhook_url:
@@ -219,7 +230,7 @@ class Settings(BaseSettings):
         password from its node's environment (`database_url_value`), where the driver put it before starting
         the node's Ray, as `up` and `demo` do (on a cluster: export CJ_DATABASE_URL on every node)."""
         return self.model_copy(update={
-            "anthropic_api_key": None, "real_provider": self.uses_real_anthropic,
+            "anthropic_api_key": None, "api_token": None, "real_provider": self.uses_real_anthropic,
             "database_url": redacted(self.database_url) if self.database_url else None,
             "event_webhook_url": REDACTED if self.event_webhook_url else None})
 

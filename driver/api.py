@@ -20,6 +20,7 @@ import ray
 
 from actors import names
 from cjcore import admission, rulers
+from cjcore import report as report_data
 from cjcore.contracts import (
     GRADE_SCALE,
     TERMINAL_STATES,
@@ -201,6 +202,24 @@ class CJClient:
                 raise BatchTimeout(f"batch {batch_id} still {state.value} after {timeout_s:g}s",
                                    correlation_id=batch_id)
             await asyncio.sleep(poll_s)
+
+    async def export(self, batch_id: str) -> dict[str, Any]:
+        """The decision record (driver.export): the result and every attempt."""
+        from driver import export
+
+        attempts = await self.reads.attempts(batch_id)
+        return export.document(await self.result(batch_id), attempts)
+
+    async def report(self, batch_id: str) -> report_data.Report:
+        """What the report page shows (cjcore.report): the decision record, and the progress while it runs."""
+        doc = await self.export(batch_id)
+        result = BatchResult.model_validate(doc["result"])
+        status = None if result.state in TERMINAL_STATES else (await self.reads.health(batch_id) or [None])[0]
+        return report_data.build(result, doc["attempts"], status)
+
+    async def batches(self, newest: int | None = None) -> list[dict[str, Any]]:
+        """The `status` list (cj_batch_health rows), oldest first; `newest`: only that many, newest first."""
+        return await self.reads.health(newest=newest)
 
     async def cancel(self, batch_id: str) -> BatchState:
         state, _ = await self.reads.state_of(batch_id)

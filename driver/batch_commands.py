@@ -229,9 +229,29 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
     async def run() -> dict[str, Any]:
         async with CJClient(settings) as client:
-            attempts = await client.reads.attempts(args.id)
-            return export.document(await client.result(args.id), attempts)
+            return await client.export(args.id)
 
     doc = asyncio.run(run())
     emit(export.as_csv(doc) if args.format == "csv" else export.as_json(doc), end="" if args.format == "csv" else "\n")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from cjcore.report import Report
+    from driver.api import CJClient
+    from web import page
+
+    settings = deployment_settings(settings)
+
+    async def run() -> Report:
+        async with CJClient(settings) as client:
+            return await client.report(args.id)
+
+    report = asyncio.run(run())
+    out = Path(args.out)
+    try:
+        out.write_text(page.report_page(report, live=False), encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--out: cannot write {out}: {exc.strerror}") from None
+    render.err_console.print(f"report of batch {args.id} ({report.state}, {len(report.essays)} essays) → {out}")
     return 0

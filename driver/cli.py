@@ -11,7 +11,16 @@ import sys
 
 from cjcore.errors import BatchTimeout, CJError
 from cjcore.settings import load_settings
-from driver.batch_commands import cmd_anchors, cmd_cancel, cmd_demo, cmd_export, cmd_inspect, cmd_status, cmd_submit
+from driver.batch_commands import (
+    cmd_anchors,
+    cmd_cancel,
+    cmd_demo,
+    cmd_export,
+    cmd_inspect,
+    cmd_report,
+    cmd_status,
+    cmd_submit,
+)
 from driver.ops_commands import cmd_bench, cmd_down, cmd_loadtest, cmd_sim_provider, cmd_up
 from driver.output import Document
 
@@ -103,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("id")
     ex.add_argument("--format", choices=["csv", "json"], default="json")
     ex.set_defaults(func=cmd_export)
+
+    rp = sub.add_parser("report", help="a batch's report page (ranking chart, grades, reliability) as one HTML file")
+    _address_option(rp)
+    rp.add_argument("id")
+    rp.add_argument("--out", required=True, help="the HTML file to write (self-contained: no network to view it)")
+    rp.set_defaults(func=cmd_report)
 
     sp = sub.add_parser("sim-provider", help="the simulated Anthropic server (DESIGN §4.5)")
     sp.add_argument("--host", default="127.0.0.1")

@@ -46,16 +46,32 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         settings = settings.model_copy(update={"provider_base_url": ray.get(sim.url.remote())})
     deploy(settings)
     resumed = resume(settings)
+    http = _serve_http(settings)
     write_deployment(settings, time.time())
     provider = "Anthropic API" if settings.uses_real_anthropic else f"simulated judge at {settings.provider_base_url}"
     render.console.print(
         f"up: Ray namespace {settings.ray_namespace!r} (dashboard http://127.0.0.1:8265), "
         f"{settings.workers} provider workers → {provider}, {settings.scorers} scorer(s), supervisor; "
-        f"database ready; metrics at {metrics_url(settings)}. Next: python launch.py submit FILE --wait"
+        f"database ready; metrics at {metrics_url(settings)}{http}. Next: python launch.py submit FILE --wait"
     )
     if resumed:
         render.console.print(f"up: resumed unfinished batches: {resumed}")
     return 0
+
+
+def _serve_http(settings: Settings) -> str:
+    """Start the HTTP API and pages (web/serving.py) unless CJ_HTTP_ENABLED=false; the token is printed once,
+    when it is generated."""
+    if not settings.http_enabled:
+        return ""
+    from web import serving, tokens
+
+    token, generated = tokens.ensure_token(settings)
+    url = serving.start(settings)
+    if generated:
+        render.console.print(f"up: the API token, printed this once (kept in {tokens.token_file(settings)}, mode "
+                             f"0600; CJ_API_TOKEN overrides it): {token}")
+    return f"; HTTP API at {url}/v1 (pages at {url}/batches)"
 
 
 def _drain(settings: Settings, dep: dict[str, Any], timeout_s: float) -> dict[str, int] | None:
@@ -70,6 +86,9 @@ def _drain(settings: Settings, dep: dict[str, Any], timeout_s: float) -> dict[st
     except Exception:  # Ray already down: nothing in flight to land
         return None
     try:
+        from web import serving
+
+        serving.stop(running)  # no new submissions over HTTP while the workers drain
         return shutdown(running, timeout_s)
     finally:
         ray.shutdown()

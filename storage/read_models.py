@@ -143,15 +143,21 @@ class ReadModels(Store):
         return CostOut(input_tokens=row.i, output_tokens=row.o, cache_read_tokens=row.cr,
                        cache_write_tokens=row.cw, usd=round(float(row.usd), 6))
 
-    async def health(self, batch_id: str | None = None) -> list[dict[str, Any]]:
+    async def health(self, batch_id: str | None = None, newest: int | None = None) -> list[dict[str, Any]]:
+        """cj_batch_health rows, oldest first; `newest`: only that many, newest first (a page of a long history)."""
         # `host`: the coordinator host that last claimed the batch (cj-coordinators-<i>).
         sql = "SELECT h.*, s.owner_host AS host FROM cj_batch_health h JOIN cj_batch_states s USING (batch_id)"
         params: dict[str, Any] = {}
         if batch_id is not None:
             sql += " WHERE h.batch_id = :b"
             params["b"] = batch_id
+        if newest is None:
+            sql += " ORDER BY created_at"
+        else:
+            sql += " ORDER BY created_at DESC, batch_id DESC LIMIT :n"
+            params["n"] = newest
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(text(sql + " ORDER BY created_at"), params)).mappings().all()
+            rows = (await conn.execute(text(sql), params)).mappings().all()
         return [dict(r) for r in rows]
 
     async def inspect(self, batch_id: str) -> dict[str, Any]:

@@ -67,6 +67,7 @@ batches = Table(
     Column("anchor_set_id", Text),  # the ruler the batch is graded against (0005)
     Index("ix_cj_batches_anchor_set", "anchor_set_id", postgresql_where=text("anchor_set_id IS NOT NULL")),
     Index("ix_cj_batches_finished", "finished_at", postgresql_where=text("finished_at IS NOT NULL")),
+    Index("ix_cj_batches_created", "created_at", "batch_id"),  # the newest page of the list (0009)
 )
 
 batch_states = Table(

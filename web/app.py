@@ -1,0 +1,293 @@
+"""The HTTP API and pages (DESIGN §4.7), a thin shell over driver.api.CJClient: every route validates, submits,
+reads or cancels through the same functions as the command line, with the same pydantic models.
+
+    app = create_app(lambda: context)     # context: a Context with its client and token (web/serving.py)
+
+`/v1/*` takes `Authorization: Bearer <token>` only; pages take that or their cookie (set by `?token=`, then
+dropped from the address by a redirect), so no page can be made to submit or cancel for a visitor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from pydantic import BaseModel, TypeAdapter
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cjcore.contracts import TERMINAL_STATES, BatchRequest, BatchResult, BatchState, parse_batch_request
+from cjcore.errors import BatchExists, BatchNotFound, CJError, DeploymentNotFound, InvalidRequest
+from driver.api import CJClient
+from web import page, tokens
+
+LIST_NEWEST = 1_000  # batches on the list page and the default of GET /v1/batches
+
+
+@dataclass
+class Context:
+    client: CJClient
+    token: str
+
+    @property
+    def cookie(self) -> str:
+        return tokens.page_cookie(self.token)
+
+
+class Accepted(BaseModel):
+    batch_id: str
+    state: BatchState
+
+
+class Cancelled(BaseModel):
+    batch_id: str
+    state: BatchState
+    message: str
+
+
+class Problem(BaseModel):
+    """Every error: what went wrong, the field for bad input, the batch for one that has one."""
+
+    error: str
+    message: str
+    field: str | None = None
+    correlation_id: str | None = None
+
+
+class Unauthorised(Exception):
+    pass
+
+
+class PageUnauthorised(Exception):
+    pass
+
+
+class BodyLimit:
+    """A request body over `max_bytes` is answered 413 before anything reads it (by its Content-Length, or by
+    counting as it arrives); a body cut off by a client gone mid-request reaches no route, so nothing is stored."""
+
+    def __init__(self, app: ASGIApp, max_bytes: Callable[[], int]):
+        self.app, self.limit = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        self.max_bytes = self.limit()
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return await self._too_large(scope, receive, send)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client went before its body ended: nothing reaches a route
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                return await self._too_large(scope, receive, send)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        problem = Problem(error="too_large", message=f"the request body is over {self.max_bytes:,} bytes "
+                          "(CJ_MAX_REQUEST_BYTES)")
+        await JSONResponse(problem.model_dump(), status_code=413)(scope, receive, send)
+
+
+def create_app(context: Callable[[], Context]) -> FastAPI:
+    app = FastAPI(title="Comparative judgement", version="1", summary="LLM comparative judgement on Ray (DESIGN §4)",
+                  responses={401: {"model": Problem}})
+
+    def ctx() -> Context:
+        return context()
+
+    def bearer(request: Request, c: Context = Depends(ctx)) -> Context:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not tokens.same(given.strip(), c.token):
+            raise Unauthorised()
+        return c
+
+    def viewer(request: Request, c: Context = Depends(ctx)) -> Context:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and tokens.same(given.strip(), c.token):
+            return c
+        if tokens.same(request.cookies.get(tokens.PAGE_COOKIE), c.cookie):
+            return c
+        raise PageUnauthorised()
+
+    @app.exception_handler(Unauthorised)
+    async def _unauthorised(request: Request, exc: Unauthorised) -> Response:
+        return JSONResponse(Problem(error="unauthorised", message="a valid `Authorization: Bearer <token>` "
+                                    "header is needed (CJ_API_TOKEN, or the token `launch.py up` printed)"
+                                    ).model_dump(), status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(PageUnauthorised)
+    async def _page_unauthorised(request: Request, exc: PageUnauthorised) -> Response:
+        return HTMLResponse(page.unauthorised_page(), status_code=401)
+
+    @app.exception_handler(CJError)
+    async def _cj_error(request: Request, exc: CJError) -> Response:
+        status, kind = {InvalidRequest: (422, "invalid_request"), BatchNotFound: (404, "not_found"),
+                        BatchExists: (409, "exists"), DeploymentNotFound: (503, "no_deployment")
+                        }.get(type(exc), (500, "internal"))
+        return JSONResponse(Problem(error=kind, message=str(exc), field=getattr(exc, "field", None),
+                                    correlation_id=exc.correlation_id).model_dump(), status_code=status)
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, bool]:
+        """Liveness, without a token."""
+        return {"ok": True}
+
+    @app.post("/v1/batches", status_code=201, tags=["batches"],
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
+                  "anyOf": [{"$ref": "#/components/schemas/BatchRequest"},
+                            {"type": "array", "items": {"$ref": "#/components/schemas/BatchRequest"}}]}}}}},
+              responses={422: {"model": Problem}, 413: {"model": Problem}, 409: {"model": Problem}})
+    async def submit(request: Request, c: Context = Depends(bearer)) -> Accepted | list[Accepted]:
+        """One batch request (DESIGN §4.1), or a list: all stored QUEUED or none. Bad input is 422 naming the
+        field, with nothing stored."""
+        try:
+            data = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InvalidRequest("request", f"not valid JSON ({exc})") from None
+        several = isinstance(data, list)
+        items = data if several else [data]
+        if not items:
+            raise InvalidRequest("request", "an empty list: nothing to submit")
+        s = c.client.settings
+        requests = []
+        for i, item in enumerate(items):
+            try:
+                requests.append(parse_batch_request(item, s.max_essays_per_batch, s.max_essay_chars))
+            except InvalidRequest as exc:
+                if not several:
+                    raise
+                raise InvalidRequest(f"[{i}].{exc.field}", str(exc).split(": ", 1)[-1]) from None
+        # Shielded: a client gone once its body is in does not cut a submission in half (it is one transaction
+        # either way; shielded, it is stored, and a retry with its batch_id is told it exists).
+        ids = await asyncio.shield(c.client.submit_many(requests))
+        accepted = [Accepted(batch_id=b, state=BatchState.QUEUED) for b in ids]
+        return accepted if several else accepted[0]
+
+    @app.get("/v1/batches", tags=["batches"])
+    async def batches(newest: int = Query(LIST_NEWEST, ge=1, le=100_000),
+                      c: Context = Depends(bearer)) -> list[dict[str, Any]]:
+        """The `status` list (cj_batch_health), the newest `newest` batches first."""
+        return _jsonable(await c.client.batches(newest=newest))
+
+    @app.get("/v1/batches/{batch_id}", tags=["batches"], responses={404: {"model": Problem}})
+    async def batch(batch_id: str, c: Context = Depends(bearer)) -> BatchResult | dict[str, Any]:
+        """The result (DESIGN §4.2) once the batch has ended; before, its status row with progress."""
+        state, _ = await c.client.status(batch_id)
+        if state in TERMINAL_STATES:
+            return await c.client.result(batch_id)
+        return _jsonable((await c.client.health(batch_id))[0])
+
+    @app.post("/v1/batches/{batch_id}/cancel", tags=["batches"], responses={404: {"model": Problem}})
+    async def cancel(batch_id: str, c: Context = Depends(bearer)) -> Cancelled:
+        before, _ = await c.client.status(batch_id)
+        state = await asyncio.shield(c.client.cancel(batch_id))
+        message = ("cancelled while queued; nothing was sent" if before is BatchState.QUEUED and
+                   state is BatchState.CANCELLED else f"already {state.value}; nothing to cancel"
+                   if before in TERMINAL_STATES else "cancel requested; in-flight results land, then CANCELLED")
+        return Cancelled(batch_id=batch_id, state=state, message=message)
+
+    @app.get("/v1/batches/{batch_id}/export", tags=["batches"], responses={404: {"model": Problem}})
+    async def export_(batch_id: str, format: Literal["json", "csv"] = "json",
+                      c: Context = Depends(bearer)) -> Response:
+        """The decision record: the result and every attempt (as `launch.py export`)."""
+        from driver import export
+
+        doc = await c.client.export(batch_id)
+        if format == "csv":
+            return PlainTextResponse(export.as_csv(doc), media_type="text/csv", headers={
+                "Content-Disposition": f'attachment; filename="{batch_id}.csv"'})
+        return Response(export.as_json(doc), media_type="application/json")
+
+    @app.get("/v1/anchor-sets", tags=["anchor sets"])
+    async def anchor_sets(c: Context = Depends(bearer)) -> list[dict[str, Any]]:
+        return _jsonable(await c.client.rulers.list())
+
+    @app.post("/v1/anchor-sets", status_code=201, tags=["anchor sets"], responses={422: {"model": Problem}})
+    async def register_anchor_set(request: Request, c: Context = Depends(bearer)) -> dict[str, Any]:
+        """Register and calibrate an anchor set (DESIGN §4.6): answers once its calibration batch has completed
+        (minutes). Shielded: a client gone meanwhile does not stop it."""
+        try:
+            data = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InvalidRequest("request", f"not valid JSON ({exc})") from None
+        return _jsonable(await asyncio.shield(c.client.register_anchor_set(data)))
+
+    @app.get("/v1/anchor-sets/{anchor_set_id}", tags=["anchor sets"], responses={404: {"model": Problem}})
+    async def anchor_set(anchor_set_id: str, c: Context = Depends(bearer)) -> dict[str, Any]:
+        shown = await c.client.rulers.show(anchor_set_id)
+        if shown is None:
+            return JSONResponse(Problem(error="not_found", message=f"no anchor set {anchor_set_id!r} is registered",
+                                        ).model_dump(), status_code=404)  # type: ignore[return-value]
+        return _jsonable(shown)
+
+    # Pages, for a person in a browser.
+    async def with_token_cookie(request: Request, render: Callable[[], Awaitable[Response]]) -> Response:
+        """`?token=` once: answered with the pages' cookie and a redirect to the address without it."""
+        if "token" in request.query_params:
+            c = context()
+            if not tokens.same(request.query_params["token"], c.token):
+                raise PageUnauthorised()
+            response = RedirectResponse(request.url.remove_query_params("token").path, status_code=303)
+            response.set_cookie(tokens.PAGE_COOKIE, c.cookie, httponly=True, samesite="strict",
+                                secure=request.url.scheme == "https", path="/")
+            return response
+        return await render()
+
+    @app.get("/batches/{batch_id}", response_class=HTMLResponse, tags=["pages"])
+    async def report_page(request: Request, batch_id: str) -> Response:
+        """The batch's report (ranking, grades, reliability, misfit, cost; progress while it runs)."""
+        async def render() -> Response:
+            c = viewer(request, context())
+            return HTMLResponse(page.report_page(await c.client.report(batch_id), live=True))
+        return await with_token_cookie(request, render)
+
+    @app.get("/batches", response_class=HTMLResponse, tags=["pages"])
+    async def list_page(request: Request) -> Response:
+        """Every batch, newest first (the newest 1,000)."""
+        async def render() -> Response:
+            c = viewer(request, context())
+            return HTMLResponse(page.list_page(await c.client.batches(newest=LIST_NEWEST), LIST_NEWEST))
+        return await with_token_cookie(request, render)
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document, with the request models the routes parse themselves (to name bad fields as the
+        command line does) added to its components."""
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            defs = TypeAdapter(BatchRequest).json_schema(ref_template="#/components/schemas/{model}")
+            nested = defs.pop("$defs", {})
+            schema.setdefault("components", {}).setdefault("schemas", {}).update({**nested, "BatchRequest": defs})
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    app.add_middleware(BodyLimit, max_bytes=lambda: context().client.settings.max_request_bytes)
+    return app
+
+
+def _jsonable(value: Any) -> Any:
+    """Rows with datetimes and decimals as JSON (as `status --json` prints them)."""
+    return json.loads(json.dumps(value, default=str))

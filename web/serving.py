@@ -1,0 +1,91 @@
+"""The HTTP layer on the cluster: one Ray Serve application (`<namespace>-http`, one replica on the head node,
+no CPU reserved) whose ingress is web.app's FastAPI app. `up` starts it, `down` deletes it.
+
+The replica is given the settings actors get (no secret); it reads the database password from its node's
+environment and the API token from CJ_API_TOKEN there or the state directory's file (web/tokens.py).
+"""
+
+from __future__ import annotations
+
+import threading
+
+from cjcore.settings import Settings
+from driver.api import CJClient
+from web import page, tokens
+from web.app import Context, create_app
+
+_context: Context | None = None
+
+
+def _current() -> Context:
+    assert _context is not None, "the replica has not started"
+    return _context
+
+
+def _open(settings: Settings) -> None:
+    """The replica's context (called from its constructor; a module function, so the module's own global is set,
+    not a copy pickled with the class)."""
+    global _context
+    resolved = settings.model_copy(update={"database_url": settings.database_url_value()})
+    _context = Context(CJClient(resolved), tokens.read_token(resolved))
+    threading.Thread(target=page.warm_up, daemon=True).start()
+
+
+def _build():  # type: ignore[no-untyped-def]
+    """Serve evaluates this on the replica: the app reads the replica's context at each request."""
+    return create_app(_current)
+
+
+def app_name(settings: Settings) -> str:
+    return f"{settings.ray_namespace}-http"
+
+
+def _deployment():  # type: ignore[no-untyped-def]
+    from ray import serve
+
+    @serve.deployment(num_replicas=1, max_ongoing_requests=256,
+                      ray_actor_options={"num_cpus": 0, "resources": {"node:__internal_head__": 0.001}})
+    @serve.ingress(_build)
+    class HttpApi:
+        def __init__(self, settings: Settings):
+            _open(settings)
+
+    return HttpApi
+
+
+def start(settings: Settings) -> str:
+    """Serve the API and pages at CJ_HTTP_HOST:CJ_HTTP_PORT (Serve's proxy on the head node); its URL."""
+    from ray import serve
+
+    serve.start(http_options={"host": settings.http_host, "port": settings.http_port}, proxy_location="HeadOnly")
+    serve.run(_deployment().options(name=app_name(settings)).bind(settings.for_actors()),
+              name=app_name(settings), route_prefix="/", blocking=False)
+    return url(settings)
+
+
+def wait_ready(settings: Settings, timeout_s: float = 120.0) -> None:
+    import time
+
+    from ray import serve
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = serve.status().applications.get(app_name(settings))
+        if status is not None and status.status == "RUNNING":
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"the HTTP application {app_name(settings)} did not start in {timeout_s:g}s")
+
+
+def stop(settings: Settings) -> None:
+    from ray import serve
+
+    try:
+        serve.delete(app_name(settings))
+    except Exception:  # noqa: BLE001 - no Serve on the cluster: nothing to stop
+        pass
+
+
+def url(settings: Settings) -> str:
+    host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::") else settings.http_host
+    return f"http://{host}:{settings.http_port}"
