@@ -163,7 +163,7 @@ class Settings(BaseSettings):
     # HTTP API and report pages (Ray Serve): docs/http.md
     http_enabled: bool = True  # `up` serves the HTTP API and the pages; false: the command line only
     http_host: str = "127.0.0.1"  # 0.0.0.0 to serve other machines
-    http_port: int = Field(default=8000, ge=1, le=65535)
+    http_port: int = Field(default=8000, ge=1, le=65535)  # where Serve's proxy listens (one per cluster)
     # The bearer token of the API and pages: never logged, stored or given to an actor. Unset: the one `up`
     # generated into <state_dir>/api_token (0600) at the first `up` and printed once.
     api_token: SecretStr | None = None

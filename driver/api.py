@@ -214,7 +214,8 @@ class CJClient:
         """What the report page shows (cjcore.report): the decision record, and the progress while it runs."""
         doc = await self.export(batch_id)
         result = BatchResult.model_validate(doc["result"])
-        status = None if result.state in TERMINAL_STATES else (await self.reads.health(batch_id) or [None])[0]
+        rows = [] if result.state in TERMINAL_STATES else await self.reads.health(batch_id)
+        status = rows[0] if rows else None
         return report_data.build(result, doc["attempts"], status)
 
     async def batches(self, newest: int | None = None) -> list[dict[str, Any]]:

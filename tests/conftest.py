@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -136,10 +137,37 @@ def deployment_module(stack: Settings, sim_server: SimProvider) -> Iterator[tupl
     sim_server.configure(**{k: v for k, v in SimConfig(seed=1).__dict__.items() if k != "seed"})
 
 
+@dataclass(frozen=True)
+class HttpApi:
+    url: str
+    token: str
+    settings: Settings
+
+
+# The HTTP layer's body bound in tests: small enough to pass cheaply (the default is sized for 2,000 long essays).
+TEST_MAX_REQUEST_BYTES = 400_000
+
+
+@pytest.fixture(scope="session")
+def http_api(stack: Settings) -> Iterator[HttpApi]:
+    """The HTTP API and pages on the session's Ray (Ray Serve, as `up` starts them), on a free port, with the
+    token generated into the state directory as the first `up` does."""
+    from ray import serve
+
+    from tests.helpers import free_port
+    from web import serving, tokens
+
+    settings = stack.model_copy(update={"http_port": free_port(), "max_request_bytes": TEST_MAX_REQUEST_BYTES})
+    token, _ = tokens.ensure_token(settings)
+    url = serving.start(settings)
+    yield HttpApi(url, token, settings)
+    serve.shutdown()
+
+
 # Fixtures that start the session's real parts (PostgreSQL, the simulated provider, Ray): a test using any of
 # them, directly or through another fixture, is in the `ray` layer; `pytest -m "not ray"` runs the pure layer
 # alone (milliseconds a test).
-REAL_PARTS = {"pg_data", "pg_url", "sim_server", "stack"}
+REAL_PARTS = {"pg_data", "pg_url", "sim_server", "stack", "http_api"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -126,6 +127,12 @@ def wait_for(settings: Settings, batch_id: str, timeout_s: float = 180) -> Batch
             return await client.wait(batch_id, timeout_s=timeout_s, poll_s=0.05)
 
     return asyncio.run(go())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float = 60.0, what: str = "condition") -> None:

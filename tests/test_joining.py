@@ -10,7 +10,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,17 +19,11 @@ from pathlib import Path
 import pytest
 
 from driver.runtime import ray_cli
-from tests.helpers import essays, processes_mentioning, wait_until
+from tests.helpers import essays, free_port, processes_mentioning, wait_until
 
 pytestmark = pytest.mark.ray  # starts Ray heads in subprocesses
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -41,9 +34,9 @@ def token_head(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     (home / ".ray" / "auth_token").write_text(secrets.token_hex(32))
     temp = tempfile.mkdtemp(prefix="cjray", dir="/tmp")  # Ray's socket paths must stay short
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "CJ_"))} | {"HOME": str(home)}
-    port = _free_port()
+    port = free_port()
     started = subprocess.run(
-        [ray_cli(), "start", "--head", f"--port={port}", f"--ray-client-server-port={_free_port()}",
+        [ray_cli(), "start", "--head", f"--port={port}", f"--ray-client-server-port={free_port()}",
          f"--temp-dir={temp}", "--include-dashboard=false", "--disable-usage-stats", "--num-cpus=2"],
         env=env, capture_output=True, text=True, timeout=120)
     try:
