@@ -180,14 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--json", action="store_true")
     lt.set_defaults(func=cmd_loadtest)
 
-    b = sub.add_parser("bench", help="performance figures: e2e (default), ratelimit, pairing, fit, throughput, hosts "
-                                     "or history")
+    b = sub.add_parser("bench", help="performance figures: e2e (default), ratelimit, pairing, fit, throughput, hosts, "
+                                     "history or http (of a running `up`)")
     b.add_argument("what", nargs="?", default="e2e",
-                   choices=["e2e", "ratelimit", "pairing", "fit", "throughput", "hosts", "history"])
+                   choices=["e2e", "ratelimit", "pairing", "fit", "throughput", "hosts", "history", "http"])
     b.add_argument("--runs", type=int, default=3, help="e2e, history: timed runs after a warm-up")
     b.add_argument("--rpm", type=int, default=600, help="ratelimit: the server's requests/min")
     b.add_argument("--tpm", type=int, default=200_000, help="ratelimit: the server's input tokens/min")
-    b.add_argument("--requests", type=int, default=400, help="ratelimit: the fixed workload")
+    b.add_argument("--requests", type=int, default=400, help="ratelimit: the fixed workload; http: POSTs")
+    b.add_argument("--duration-s", type=float, default=10.0, help="http: seconds of GETs")
     b.add_argument("--batches", type=_positive_int("--batches"), default=None,
                    help="ratelimit: batches the workload is split into (4); throughput: batches at once (8); "
                         "hosts: batches in progress at once (10,000); history: finished batches (10,000)")
@@ -202,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--timeout", type=float, default=600.0,
                    help="throughput, hosts: give up after this many seconds")
     b.add_argument("--latency-ms", type=float, default=200.0, help="ratelimit: simulated response latency")
-    b.add_argument("--concurrency", type=int, default=16, help="ratelimit: the baseline's semaphore")
+    b.add_argument("--concurrency", type=_positive_int("--concurrency"), default=16,
+                   help="ratelimit: the baseline's semaphore; http: requests at once")
     b.add_argument("--students", type=_positive_int("--students"), nargs="+", default=None,
                    help="students besides the 12 ENG5 anchors: pairing (24 48), throughput (138)")
     b.add_argument("--seeds", type=_positive_int("--seeds"), default=10, help="pairing: seeds per strategy")

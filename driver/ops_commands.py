@@ -218,6 +218,12 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         report = fit_bench.run_fit_bench(args)
         emit(json.dumps(report, indent=2) if args.json else fit_bench.format_table(report))
         return 0
+    if args.what == "http":  # a running deployment's HTTP layer
+        from driver.http_bench import run_http_bench
+
+        report = run_http_bench(args, deployment_settings(settings))
+        emit(json.dumps(report, indent=2))
+        return 0
     settings = scratch_settings(settings)
     if args.what == "history":  # the database only
         from driver.history_bench import run_history_bench

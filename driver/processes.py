@@ -32,6 +32,8 @@ def group_of(proc: Any, me: int) -> tuple[str | None, bool]:
         cmd = " ".join(proc.cmdline()) or proc.name()
     except Exception:  # noqa: BLE001 - gone, or not ours to read
         return None, False
+    if cmd.startswith(("ray::ServeController", "ray::ProxyActor", "ray::ServeReplica")):
+        return "HTTP (Ray Serve)", True
     actor = _ACTOR.match(cmd)
     if actor and actor.group(1) in _ACTOR_GROUPS:
         return _ACTOR_GROUPS[actor.group(1)], True

@@ -1,7 +1,7 @@
 """The HTTP API and pages (DESIGN §4.7), a thin shell over driver.api.CJClient: every route validates, submits,
 reads or cancels through the same functions as the command line, with the same pydantic models.
 
-    app = create_app(lambda: context)     # context: a Context with its client and token (web/serving.py)
+    app = create_app(Context(client, token), max_body_size)     # as web/serving.py's replica does
 
 `/v1/*` takes `Authorization: Bearer <token>` only; pages take that or their cookie (set by `?token=`, then
 dropped from the address by a redirect), so no page can be made to submit or cancel for a visitor.
@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from pydantic import BaseModel, TypeAdapter
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.exceptions import HTTPException
 
 from cjcore.contracts import TERMINAL_STATES, BatchRequest, BatchResult, BatchState, parse_batch_request
 from cjcore.errors import BatchExists, BatchNotFound, CJError, DeploymentNotFound, InvalidRequest
@@ -67,56 +68,15 @@ class PageUnauthorised(Exception):
     pass
 
 
-class BodyLimit:
-    """A request body over `max_bytes` is answered 413 before anything reads it (by its Content-Length, or by
-    counting as it arrives); a body cut off by a client gone mid-request reaches no route, so nothing is stored."""
-
-    def __init__(self, app: ASGIApp, max_bytes: Callable[[], int]):
-        self.app, self.limit = app, max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
-            return await self.app(scope, receive, send)
-        self.max_bytes = self.limit()
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return await self._too_large(scope, receive, send)
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return  # the client went before its body ended: nothing reaches a route
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_bytes:
-                return await self._too_large(scope, receive, send)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        problem = Problem(error="too_large", message=f"the request body is over {self.max_bytes:,} bytes "
-                          "(CJ_MAX_REQUEST_BYTES)")
-        await JSONResponse(problem.model_dump(), status_code=413)(scope, receive, send)
-
-
-def create_app(context: Callable[[], Context]) -> FastAPI:
+def create_app(context: Context, max_body_size: int) -> FastAPI:
+    """The app; `max_body_size` (CJ_MAX_REQUEST_BYTES): a longer body is 413 before anything reads it (FastAPI's
+    own limit, by Content-Length or counted as it arrives). A body cut off by a client gone mid-request ends in
+    Starlette's ClientDisconnect before any route has it, so nothing is stored."""
     app = FastAPI(title="Comparative judgement", version="1", summary="LLM comparative judgement on Ray (DESIGN §4)",
-                  responses={401: {"model": Problem}})
+                  responses={401: {"model": Problem}}, max_body_size=max_body_size)
 
     def ctx() -> Context:
-        return context()
+        return context
 
     def bearer(request: Request, c: Context = Depends(ctx)) -> Context:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
@@ -141,6 +101,13 @@ def create_app(context: Callable[[], Context]) -> FastAPI:
     @app.exception_handler(PageUnauthorised)
     async def _page_unauthorised(request: Request, exc: PageUnauthorised) -> Response:
         return HTMLResponse(page.unauthorised_page(), status_code=401)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 413:  # a body over the bound, counted as it arrived
+            return JSONResponse(Problem(error="too_large", message=f"the request body is over {max_body_size:,} "
+                                        "bytes (CJ_MAX_REQUEST_BYTES)").model_dump(), status_code=413)
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(CJError)
     async def _cj_error(request: Request, exc: CJError) -> Response:
@@ -247,7 +214,7 @@ def create_app(context: Callable[[], Context]) -> FastAPI:
     async def with_token_cookie(request: Request, render: Callable[[], Awaitable[Response]]) -> Response:
         """`?token=` once: answered with the pages' cookie and a redirect to the address without it."""
         if "token" in request.query_params:
-            c = context()
+            c = context
             if not tokens.same(request.query_params["token"], c.token):
                 raise PageUnauthorised()
             response = RedirectResponse(request.url.remove_query_params("token").path, status_code=303)
@@ -260,7 +227,7 @@ def create_app(context: Callable[[], Context]) -> FastAPI:
     async def report_page(request: Request, batch_id: str) -> Response:
         """The batch's report (ranking, grades, reliability, misfit, cost; progress while it runs)."""
         async def render() -> Response:
-            c = viewer(request, context())
+            c = viewer(request, context)
             return HTMLResponse(page.report_page(await c.client.report(batch_id), live=True))
         return await with_token_cookie(request, render)
 
@@ -268,7 +235,7 @@ def create_app(context: Callable[[], Context]) -> FastAPI:
     async def list_page(request: Request) -> Response:
         """Every batch, newest first (the newest 1,000)."""
         async def render() -> Response:
-            c = viewer(request, context())
+            c = viewer(request, context)
             return HTMLResponse(page.list_page(await c.client.batches(newest=LIST_NEWEST), LIST_NEWEST))
         return await with_token_cookie(request, render)
 
@@ -284,7 +251,6 @@ def create_app(context: Callable[[], Context]) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    app.add_middleware(BodyLimit, max_bytes=lambda: context().client.settings.max_request_bytes)
     return app
 
 

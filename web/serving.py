@@ -14,27 +14,6 @@ from driver.api import CJClient
 from web import page, tokens
 from web.app import Context, create_app
 
-_context: Context | None = None
-
-
-def _current() -> Context:
-    assert _context is not None, "the replica has not started"
-    return _context
-
-
-def _open(settings: Settings) -> None:
-    """The replica's context (called from its constructor; a module function, so the module's own global is set,
-    not a copy pickled with the class)."""
-    global _context
-    resolved = settings.model_copy(update={"database_url": settings.database_url_value()})
-    _context = Context(CJClient(resolved), tokens.read_token(resolved))
-    threading.Thread(target=page.warm_up, daemon=True).start()
-
-
-def _build():  # type: ignore[no-untyped-def]
-    """Serve evaluates this on the replica: the app reads the replica's context at each request."""
-    return create_app(_current)
-
 
 def app_name(settings: Settings) -> str:
     return f"{settings.ray_namespace}-http"
@@ -45,10 +24,17 @@ def _deployment():  # type: ignore[no-untyped-def]
 
     @serve.deployment(num_replicas=1, max_ongoing_requests=256,
                       ray_actor_options={"num_cpus": 0, "resources": {"node:__internal_head__": 0.001}})
-    @serve.ingress(_build)
+    @serve.ingress()
     class HttpApi:
         def __init__(self, settings: Settings):
-            _open(settings)
+            resolved = settings.model_copy(update={"database_url": settings.database_url_value()})
+            self.context = Context(CJClient(resolved), tokens.read_token(resolved))
+            self.max_body_size = settings.max_request_bytes
+            threading.Thread(target=page.warm_up, daemon=True).start()
+
+        def __serve_build_asgi_app__(self):  # type: ignore[no-untyped-def]
+            """Serve builds the app after the constructor, on the replica."""
+            return create_app(self.context, self.max_body_size)
 
     return HttpApi
 
@@ -61,20 +47,6 @@ def start(settings: Settings) -> str:
     serve.run(_deployment().options(name=app_name(settings)).bind(settings.for_actors()),
               name=app_name(settings), route_prefix="/", blocking=False)
     return url(settings)
-
-
-def wait_ready(settings: Settings, timeout_s: float = 120.0) -> None:
-    import time
-
-    from ray import serve
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        status = serve.status().applications.get(app_name(settings))
-        if status is not None and status.status == "RUNNING":
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"the HTTP application {app_name(settings)} did not start in {timeout_s:g}s")
 
 
 def stop(settings: Settings) -> None:
