@@ -44,9 +44,13 @@ def start(settings: Settings) -> str:
     from ray import serve
 
     serve.start(http_options={"host": settings.http_host, "port": settings.http_port}, proxy_location="HeadOnly")
-    serve.run(_deployment().options(name=app_name(settings)).bind(settings.for_actors()),
-              name=app_name(settings), route_prefix="/", blocking=False)
+    serve.run(application(settings), name=app_name(settings), route_prefix="/", blocking=False)
     return url(settings)
+
+
+def application(settings: Settings):  # type: ignore[no-untyped-def]
+    """The Serve application, bound to the settings actors get: what Serve keeps of it holds no secret."""
+    return _deployment().options(name=app_name(settings)).bind(settings.for_actors())
 
 
 def stop(settings: Settings) -> None:
