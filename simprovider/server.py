@@ -22,10 +22,9 @@ from typing import Any
 
 from aiohttp import web
 
-from cjcore.prompt import TOOL_NAME, extract_essays
-from cjcore.rate_limit import TOOL_USE_OVERHEAD_TOKENS
-from cjcore.token_bucket import TokenBucket
 from simprovider.judge import Judge, Truth, text_sha256
+from simprovider.limits import Allowance
+from simprovider.reading import FORCED_TOOL_OVERHEAD_TOKENS, essays_in, tool_name
 
 CHARS_PER_TOKEN = 4
 CACHE_TTL_S = 300.0
@@ -87,6 +86,7 @@ class _Params:
     max_tokens: int
     cached_prefix: bool
     correlation_id: str | None = None
+    tool: str = "verdict"  # the tool the answer must call (the request's)
 
 
 _ids = itertools.count()
@@ -113,7 +113,7 @@ class SimProvider:
         self._rng = random.Random(self.config.seed)
         self._judge = Judge(self.config.truth, self.config.noise, self.config.position_bias, self._rng)
         self._cache: dict[str, float] = {}  # sha of cached prefix → expiry (monotonic)
-        self._buckets: dict[str, TokenBucket] = {}
+        self._buckets: dict[str, Allowance] = {}
         self.reset_stats()
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -154,13 +154,12 @@ class SimProvider:
 
     # -- rate limits --------------------------------------------------------------------------------
 
-    def _bucket(self, name: str, limit: int | None, now: float) -> TokenBucket | None:
+    def _bucket(self, name: str, limit: int | None, now: float) -> Allowance | None:
         if limit is None:
             return None
         b = self._buckets.get(name)
-        if b is None or b.capacity != limit:
-            b = self._buckets[name] = TokenBucket.per_minute(limit, now)
-            b.level = min(b.capacity, limit / 60.0 * self.config.initial_s)
+        if b is None or b.limit != limit:
+            b = self._buckets[name] = Allowance.starting_with(limit, self.config.initial_s, now)
         return b
 
     def _limit_headers(self, now: float) -> dict[str, str]:
@@ -176,8 +175,8 @@ class SimProvider:
                 continue
             for p in prefixes:
                 headers[f"anthropic-ratelimit-{p}-limit"] = str(limit)
-                headers[f"anthropic-ratelimit-{p}-remaining"] = str(int(b.available(now)))
-                headers[f"anthropic-ratelimit-{p}-reset"] = _rfc3339(wall + b.seconds_until_full(now))
+                headers[f"anthropic-ratelimit-{p}-remaining"] = str(max(0, int(b.left(now))))
+                headers[f"anthropic-ratelimit-{p}-reset"] = _rfc3339(wall + b.seconds_to_full(now))
         return headers
 
     def _admit(self, input_tokens: int, now: float) -> float:
@@ -194,7 +193,7 @@ class SimProvider:
         wait = max((b.wait_for(amount, now) for b, amount in charges), default=0.0)
         if wait == 0.0:
             for b, amount in charges:
-                b.try_take(amount, now)
+                b.charge(min(amount, b.limit), now)
         return wait
 
     def _fault(self, roll: float) -> str | None:
@@ -231,7 +230,7 @@ class SimProvider:
         system_text, user_text, essays, model = req.system_text, req.user_text, req.essays, req.model
         cached_prefix, max_tokens = req.cached_prefix, req.max_tokens
 
-        system_tokens = estimate_tokens(system_text) + TOOL_USE_OVERHEAD_TOKENS + 50  # + tool definition
+        system_tokens = estimate_tokens(system_text) + FORCED_TOOL_OVERHEAD_TOKENS + 50  # + tool definition
         input_tokens = system_tokens + estimate_tokens(user_text)
         cfg = self.config
         # Prompt caching, accounted like the real API: the marked prefix is written once, then read;
@@ -284,7 +283,7 @@ class SimProvider:
             self._cache[cache_key] = now + CACHE_TTL_S
         billed_input = input_tokens - cache_read - cache_write
 
-        content, stop_reason = self._content(essays, fault, req.correlation_id)
+        content, stop_reason = self._content(essays, fault, req.correlation_id, req.tool)
         output_tokens = self._output_tokens(max_tokens)
         st["input_tokens"] += billed_input
         st["cache_read_input_tokens"] += cache_read
@@ -307,8 +306,8 @@ class SimProvider:
         user_text = user if isinstance(user, str) else "".join(b.get("text", "") for b in user)
         user_id = str((body.get("metadata") or {}).get("user_id", ""))
         cid = user_id.split(":")[1] if user_id.startswith("cj:") else None
-        params = _Params(system_text, user_text, extract_essays(user_text), str(body["model"]),
-                         int(body["max_tokens"]), cached_prefix, cid)
+        params = _Params(system_text, user_text, essays_in(user_text), str(body["model"]),
+                         int(body["max_tokens"]), cached_prefix, cid, tool_name(body))
         self.request_shapes[(params.model, params.max_tokens)] += 1
         if cid is not None and (cid in self.correlation_ids or len(self.correlation_ids) < MAX_KEPT):
             self.correlation_ids[cid] += 1
@@ -321,8 +320,8 @@ class SimProvider:
             return None
         return random.Random(f"{self.config.seed}:{correlation_id}")
 
-    def _content(self, essays: tuple[str, str], fault: str | None,
-                 correlation_id: str | None = None) -> tuple[list[dict[str, Any]], str]:
+    def _content(self, essays: tuple[str, str], fault: str | None, correlation_id: str | None = None,
+                 tool: str = "verdict") -> tuple[list[dict[str, Any]], str]:
         """The answer's content blocks and stop reason: a verdict, or the injected cut-off or malformed one."""
         st = self.stats
         a_wins, _ = self._judge.a_wins(*essays, rng=self._verdict_rng(correlation_id))
@@ -333,12 +332,12 @@ class SimProvider:
             st["malformed"] += 1
             if self._rng.random() < 0.5:
                 return [{"type": "text", "text": "Both essays have merits; I cannot decide."}], "end_turn"
-            return [{"type": "tool_use", "id": _new_id("toolu"), "name": TOOL_NAME,
+            return [{"type": "tool_use", "id": _new_id("toolu"), "name": tool,
                      "input": {"winner": "C", "confidence": "high"}}], "tool_use"
         st["ok"] += 1
         st["a_wins" if a_wins else "b_wins"] += 1
         return [{
-            "type": "tool_use", "id": _new_id("toolu"), "name": TOOL_NAME,
+            "type": "tool_use", "id": _new_id("toolu"), "name": tool,
             "input": {"winner": "A" if a_wins else "B", "confidence": 4,
                       "justification": "Clearer argument and more accurate language."},
         }], "tool_use"
@@ -347,8 +346,7 @@ class SimProvider:
         output_tokens = min(max_tokens, 40 + self._rng.randint(0, 20))
         out_bucket = self._bucket("output", self.config.output_tpm, time.monotonic())
         if out_bucket is not None:  # output tokens/min counts what was generated
-            out_bucket.available(time.monotonic())
-            out_bucket.level -= output_tokens
+            out_bucket.charge(output_tokens, time.monotonic())
         self.stats["output_tokens"] += output_tokens
         return output_tokens
 
@@ -396,8 +394,8 @@ class SimProvider:
         if fault == "timeout":
             st["timeouts"] += 1
             return {"custom_id": custom_id, "result": {"type": "expired"}}
-        content, stop_reason = self._content(req.essays, fault, req.correlation_id)
-        input_tokens = estimate_tokens(req.system_text) + TOOL_USE_OVERHEAD_TOKENS + 50 \
+        content, stop_reason = self._content(req.essays, fault, req.correlation_id, req.tool)
+        input_tokens = estimate_tokens(req.system_text) + FORCED_TOOL_OVERHEAD_TOKENS + 50 \
             + estimate_tokens(req.user_text)
         st["input_tokens"] += input_tokens
         message = self._message(req.model, content, stop_reason, input_tokens, self._output_tokens(req.max_tokens))

@@ -39,3 +39,36 @@ def test_with_a_seed_each_verdict_depends_on_its_correlation_id_not_on_arrival_o
     forward, backward = verdicts(calls), verdicts(calls[::-1])
     assert forward == backward
     assert 40 < sum(w == "A" for w in forward.values()) < 160  # not all one way: the noise is drawn
+
+
+def test_the_simulators_limits_agree_with_the_systems_bucket_written_apart():
+    """Two implementations of Anthropic's documented bucket (the oracle's and the system's) give the same waits
+    over a random run of takes, so neither can carry a bug the other shares."""
+    from cjcore.token_bucket import TokenBucket
+    from simprovider.limits import Allowance
+
+    rng = random.Random(3)
+    now = 100.0
+    ours = TokenBucket.per_minute(600, now)
+    sims = Allowance.starting_with(600, 60.0, now)
+    for _ in range(2_000):
+        now += rng.expovariate(20.0)
+        amount = rng.choice([1, 1, 1, 5, 40])
+        assert sims.left(now) == pytest.approx(ours.available(now), abs=1e-6)
+        wait = sims.wait_for(amount, now)
+        assert wait == pytest.approx(ours.wait_for(amount, now), abs=1e-6)
+        if wait == 0.0:
+            sims.charge(amount, now)
+            ours.try_take(amount, now)
+    assert Allowance.starting_with(60, 10.0, 0.0).left(0.0) == pytest.approx(10.0)  # a new key's first burst
+
+
+def test_the_simulator_reads_the_essays_and_tool_of_the_systems_prompt():
+    from cjcore.prompt import TOOL_NAME, user_turn
+    from simprovider.reading import essays_in, tool_name
+
+    a, b = "Essay with </essay_a> & <b>tags</b>\nand lines", "The other\n\nessay"
+    assert essays_in(user_turn(a, b)) == (a, b)
+    assert essays_in("no essays here") is None
+    assert tool_name({"tool_choice": {"type": "tool", "name": TOOL_NAME}}) == TOOL_NAME
+    assert tool_name({"tools": [{"name": "other"}]}) == "other"
