@@ -43,7 +43,7 @@ TOLERANCE = 1e-9  # on the gradient of the log-posterior
 SPLIT_HALF_REPEATS = 8  # each is two scores-only fits: ~0.1 s at 2,000 essays
 
 
-def fit(
+def fit(  # noqa: C901 - one numerical procedure, its steps in order
     essay_ids: Sequence[str], comparisons: Sequence[Comparison], alpha: float = DEFAULT_ALPHA,
     fixed: Mapping[str, tuple[float, float]] | None = None, *, with_se: bool = True,
 ) -> BTFit:

@@ -232,6 +232,16 @@ class CJClient:
         state_now = await (await self._host_for(batch_id)).cancel.remote(batch_id)
         return BatchState(state_now) if state_now else (await self.reads.state_of(batch_id))[0]
 
+    async def cancel_explained(self, batch_id: str) -> tuple[BatchState, str]:
+        """Cancel, and say what it did (the command line and the HTTP API say the same)."""
+        before, _ = await self.reads.state_of(batch_id)
+        state = await self.cancel(batch_id)
+        if before is BatchState.QUEUED and state is BatchState.CANCELLED:
+            return state, f"batch {batch_id}: cancelled while queued; nothing was sent"
+        if state in TERMINAL_STATES and before in TERMINAL_STATES:
+            return state, f"batch {batch_id}: already {state.value}; nothing to cancel"
+        return state, f"batch {batch_id}: cancel requested; in-flight results will land, then CANCELLED"
+
     async def _host_for(self, batch_id: str) -> ray.actor.ActorHandle:
         """The coordinator host of the batch (the deployment's host count is admission's to say)."""
         if self._hosts is None:

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cjcore.contracts import TERMINAL_STATES, BatchRequest, BatchResult, BatchState, parse_batch_request
+from cjcore.contracts import BatchRequest, BatchResult, BatchState, parse_batch_request
 from cjcore.errors import CJError, ConfigError, InvalidRequest
 from cjcore.settings import Settings
 from driver import render
@@ -148,14 +148,8 @@ def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
 
     async def run() -> int:
         async with CJClient(settings) as client:
-            before, _ = await client.status(args.id)
-            state = await client.cancel(args.id)
-            if before is BatchState.QUEUED and state is BatchState.CANCELLED:
-                print(f"batch {args.id}: cancelled while queued; nothing was sent")
-            elif state in TERMINAL_STATES:
-                print(f"batch {args.id}: already {state.value}; nothing to cancel")
-            else:
-                print(f"batch {args.id}: cancel requested; in-flight results will land, then CANCELLED")
+            _, message = await client.cancel_explained(args.id)
+            print(message)
             return 0
 
     return asyncio.run(run())

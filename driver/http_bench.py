@@ -84,8 +84,11 @@ async def _bench(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
         probe = f"bench-http-{run}-done"
         response = await api.post("/v1/batches", json={**request, "batch_id": probe})
         response.raise_for_status()
-        while (await api.get(f"/v1/batches/{probe}")).json()["state"] != "COMPLETED":
-            await asyncio.sleep(0.5)  # the GETs below read a COMPLETED batch's whole result
+        while True:  # the GETs below read a COMPLETED batch's whole result
+            state = (await api.get(f"/v1/batches/{probe}")).json()["state"]
+            if state in ("COMPLETED", "FAILED", "CANCELLED"):
+                break
+            await asyncio.sleep(0.5)
         got = await _load(lambda i: api.get(f"/v1/batches/{probe}"), concurrency=args.concurrency,
                           duration_s=args.duration_s)  # first, while the deployment is otherwise idle
         posted = await _load(lambda i: api.post("/v1/batches", json={**request, "batch_id": f"bench-http-{run}-{i}"}),

@@ -382,7 +382,7 @@ def _calibrate(anchors: dict[str, str], judge: Judge) -> tuple[dict[str, tuple[f
     return fixed, boundaries([Anchor(a, anchors[a], *fixed[a]) for a in ref], GRADE_SCALE)
 
 
-def ruler(args: argparse.Namespace) -> list[dict[str, Any]]:
+def ruler(args: argparse.Namespace) -> list[dict[str, Any]]:  # noqa: C901 - a bench's script, read top down
     """Two batches of one assignment, 16 students each, 6 of them in both, graded with the anchors inline
     (every pair eligible, anchor–anchor pairs included) or on a ruler calibrated once (then held, never
     paired together): comparisons until the students' Spearman with the truth reaches 0.9, and at 10 and 18

