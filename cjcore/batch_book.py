@@ -7,7 +7,7 @@ round's pairs, the retries due now, whether the provider is out, whether to stop
 `cjcore.completion`), and the typed metadata a round records. The coordinator around it only persists and
 routes: every counter it is given comes from the database (the rows' own counts), never from here.
 
-`driver/pairing_bench.py` runs the same book against a simulated judge, so the bench measures the loop the
+`benches/pairing.py` runs the same book against a simulated judge, so the bench measures the loop the
 coordinator runs.
 """
 

@@ -144,8 +144,8 @@ def cmd_sim_provider(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_loadtest(args: argparse.Namespace, settings: Settings) -> int:
+    from benches.loadtest import LoadPlan
     from cjcore.sample import eng5_truth
-    from driver.loadtest import LoadPlan
 
     f = args.fault_rate  # split over the kinds of fault a provider shows
     sim_config = SimConfig(truth=eng5_truth(), noise=0.5, latency_ms=args.latency_ms, seed=args.seed,
@@ -181,7 +181,7 @@ def cmd_loadtest(args: argparse.Namespace, settings: Settings) -> int:
 
 def _run_loadtest(settings: Settings, plan: Any, sim_config: SimConfig, update: dict[str, Any], remote: bool,
                   show_progress: bool) -> dict[str, Any]:
-    from driver.loadtest import run_load
+    from benches.loadtest import run_load
     from storage.database import embedded_pgdata
 
     if remote:
@@ -207,33 +207,33 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     else:
         args.students = args.students or [24, 48]
     if args.what == "pairing":  # pure simulation: no Ray, no database
-        from driver.pairing_bench import format_table, run_pairing_bench
+        from benches.pairing import format_table, run_pairing_bench
 
         report = run_pairing_bench(args)
         emit(json.dumps(report, indent=2) if args.json else format_table(report))
         return 0
     if args.what == "fit":  # pure: no Ray, no database
-        from driver import fit_bench
+        from benches import fit as fit_bench
 
         report = fit_bench.run_fit_bench(args)
         emit(json.dumps(report, indent=2) if args.json else fit_bench.format_table(report))
         return 0
     if args.what == "http":  # a running deployment's HTTP layer
-        from driver.http_bench import run_http_bench
+        from benches.http import run_http_bench
 
         report = run_http_bench(args, deployment_settings(settings))
         emit(json.dumps(report, indent=2))
         return 0
     settings = scratch_settings(settings)
     if args.what == "history":  # the database only
-        from driver.history_bench import run_history_bench
+        from benches.history import run_history_bench
 
         report = run_history_bench(args, settings)
         emit(json.dumps(report, indent=2) if args.json else "\n".join(
             ["  ".join(report["table"][0])] + ["  ".join(str(v) for v in row.values()) for row in report["table"]]))
         return 0
     if throughput:
-        from driver.throughput import run_throughput_bench
+        from benches.throughput import run_throughput_bench
 
         with contextlib.redirect_stdout(sys.stderr):  # Ray's raylet warnings reach the driver's stdout
             report = run_throughput_bench(args, settings, local_stack)
@@ -244,13 +244,13 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
             render.cpu_table(report["where_the_time_goes"])
         return 0 if report["all_persisted"] and report["invariants_ok"] else 1
     if args.what == "hosts":
-        from driver.hosts_bench import run_hosts_bench
+        from benches.hosts import run_hosts_bench
 
         with contextlib.redirect_stdout(sys.stderr):
             report = run_hosts_bench(args, settings, local_stack)
         emit(json.dumps(report, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in report.items()))
         return 0 if report["in_progress"] == report["batches"] else 1
-    from driver.bench import run_bench, run_ratelimit_bench
+    from benches.e2e import run_bench, run_ratelimit_bench
 
     run = run_ratelimit_bench if args.what == "ratelimit" else run_bench
     report = run(args, settings, local_stack)

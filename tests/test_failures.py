@@ -10,8 +10,8 @@ import ray
 
 from actors import names
 from actors.deployment import deploy, resume, shutdown
+from benches.loadtest import LoadPlan, run_load
 from cjcore.contracts import BatchState
-from driver.loadtest import LoadPlan, run_load
 from storage.database import restart_embedded
 from tests.helpers import (
     WebhookReceiver,

@@ -55,10 +55,10 @@ async def _load(call: Callable[[int], Awaitable[httpx.Response]], *, concurrency
 
 
 def memory_by_group() -> dict[str, float]:
-    """Unique memory (MB) of this node's deployment processes, by group (driver/processes.py)."""
+    """Unique memory (MB) of this node's deployment processes, by group (benches/processes.py)."""
     import psutil
 
-    from driver.processes import ProcessGroups
+    from benches.processes import ProcessGroups
 
     groups = ProcessGroups()
     out: dict[str, float] = {}

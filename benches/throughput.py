@@ -11,9 +11,9 @@ import time
 from collections import defaultdict
 from typing import Any
 
+from benches.processes import ProcessGroups
 from cjcore.sample import eng5_truth
 from cjcore.settings import Settings
-from driver.processes import ProcessGroups
 from simprovider.server import SimConfig
 
 
@@ -65,7 +65,7 @@ class CpuSampler:
 
 
 def throughput_request(students: int, budget: int, seed: int) -> dict[str, Any]:
-    from driver.loadtest import eng5_shaped
+    from benches.loadtest import eng5_shaped
 
     request = eng5_shaped(students)
     request.update(max_comparisons=budget, completion_threshold_pct=100, pair_generation_seed=seed)

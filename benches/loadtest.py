@@ -134,8 +134,8 @@ SMALL_BATCH = {"essays": [{"essay_id": f"s{i}", "text": f"A short essay, number 
 
 async def run_load(settings: Settings, sim: SimProvider | None, plan: LoadPlan, pgdata: Path | None,
                    show_progress: bool = True) -> dict[str, Any]:
+    from benches.processes import sample_memory
     from driver.api import CJClient
-    from driver.processes import sample_memory
 
     base = eng5_shaped(plan.students)
     base.update(max_comparisons=plan.max_comparisons, pair_generation_seed=None)
