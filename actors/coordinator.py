@@ -32,6 +32,7 @@ from ray.exceptions import RayError
 from actors import metrics
 from cjcore import pairing
 from cjcore.batch_book import BatchBook, Outcome, RetryPolicy
+from cjcore.batch_metadata import BatchMetadata, Stopping
 from cjcore.completion import Policy, completion_pct, round_cap
 from cjcore.contracts import (
     GRADE_SCALE,
@@ -133,10 +134,10 @@ class BatchCoordinator:
         # Ending early (cancelled, or the provider out for CJ_PROVIDER_OUTAGE_S): (state, reason, error).
         # Nothing new is sent; what is at the provider lands, then the batch ends in that state.
         self._stopping: tuple[BatchState, str, str | None] | None = None
-        if snap.metadata.get("cancel_requested"):
+        if snap.metadata.cancel_requested:
             self._stopping = (BatchState.CANCELLED, "cancelled", None)
-        elif stop := snap.metadata.get("stopping"):
-            self._stopping = (BatchState(stop["state"]), stop["reason"], stop.get("error"))
+        elif stop := snap.metadata.stopping:
+            self._stopping = (BatchState(stop.state), stop.reason, stop.error)
         policy = Policy(
             threshold_pct=self._threshold_pct,
             stability_threshold=settings.score_stability_threshold,
@@ -144,7 +145,9 @@ class BatchCoordinator:
                                      settings.round_pairs_per_essay),
             min_success_rate=settings.min_success_rate,
             min_attempts_for_failure=settings.min_attempts_for_failure,
-            target_reliability=self._request.target_reliability or settings.target_reliability,
+            # Resolved at submit; a row stored before that was recorded resolves it as submit does now.
+            target_reliability=snap.metadata.target_reliability or self._request.target_reliability
+            or settings.target_reliability,
             min_per_essay=settings.min_comparisons_per_essay,
         )
         self._book = BatchBook(
@@ -153,7 +156,7 @@ class BatchCoordinator:
             held=frozenset(self._held), seed=self._request.pair_generation_seed,
             pairs_per_essay=settings.round_pairs_per_essay, not_judged=snap.not_judged,
             # Valid verdicts at the last scoring: a round counts as evidence only if it added enough of them.
-            valid_at_fit=int(snap.metadata.get("completion", {}).get("valid_at_fit", 0)),
+            valid_at_fit=snap.metadata.completion.valid_at_fit if snap.metadata.completion else 0,
             in_flight={a.correlation_id: a for a in snap.pending},
             attempted=pairing.attempt_counts(snap.attempted),
             # Failed attempts of this round still to retry (due at once after an activation).
@@ -249,8 +252,8 @@ class BatchCoordinator:
         self._stopping = (target, reason, error)
         self._book.drop_owed()
         await self._repo.merge_metadata(
-            self.batch_id, {"cancel_requested": True} if target is BatchState.CANCELLED
-            else {"stopping": {"state": target.value, "reason": reason, "error": error}}, epoch=self.epoch)
+            self.batch_id, BatchMetadata(cancel_requested=True) if target is BatchState.CANCELLED
+            else BatchMetadata(stopping=Stopping(state=target.value, reason=reason, error=error)), epoch=self.epoch)
         dropped: list[list[str] | BaseException] = await asyncio.gather(
             *(w.drop_batch.remote(self.batch_id) for w in self._ctx.workers), return_exceptions=True)
         cids = [cid for part in dropped if isinstance(part, list) for cid in part]
@@ -276,7 +279,7 @@ class BatchCoordinator:
                 self.touched_at = time.monotonic()
         self._log.info("batch %s: %s; coordinator leaves %s", self.batch_id, self._state.value, self._ctx.host)
 
-    async def _move(self, target: BatchState, meta: dict[str, Any] | None = None) -> None:
+    async def _move(self, target: BatchState, meta: BatchMetadata | None = None) -> None:
         if not await self._repo.transition(self.batch_id, target, meta, epoch=self.epoch):
             await self._reload_state()
             return
@@ -298,8 +301,9 @@ class BatchCoordinator:
         if self._stopping is not None:
             if self._counters.in_flight == 0:
                 target, reason, error = self._stopping
-                self._finalized(target, await self._repo.finalize(
-                    self.batch_id, target, reason, meta={"error": error} if error else None, epoch=self.epoch))
+                meta = BatchMetadata(error=error) if error else None
+                self._finalized(target, await self._repo.finalize(self.batch_id, target, reason, meta=meta,
+                                                                  epoch=self.epoch))
                 await self._reload_state()
         elif state is BatchState.INITIALIZING:
             await self._move(BatchState.GENERATING_PAIRS)
@@ -428,7 +432,7 @@ class BatchCoordinator:
             "batch %s: round %d scored: reliability %.3f (target %g), %d new valid verdicts, position bias %.3f ± "
             "%.3f, max change %s (stable below %g), %s; %s",
             self.batch_id, c.iterations, fit.ssr, self._book.policy.target_reliability, scored.new_valid,
-            fit.position_bias, fit.position_bias_se, meta["completion"]["last_max_change"],
+            fit.position_bias, fit.position_bias_se, scored.change,
             self._book.policy.stability_threshold, decision.reason or "next round", self._completion_note(),
         )
         scores = {e: (s, se) for e, s, se in zip(fit.essay_ids, fit.scores, fit.se, strict=True)}
@@ -447,11 +451,12 @@ class BatchCoordinator:
         fit_stats: dict[str, EssayFit] = {}
         n = len(ids)
         if target is BatchState.COMPLETED:
-            meta["reliability"]["split_half"] = await self._scorer.split_half.remote(
+            assert meta.reliability is not None
+            meta.reliability.split_half = await self._scorer.split_half.remote(
                 ids, comparisons, alpha, self._held, zlib.crc32(self.batch_id.encode()))
             flags = misfit_flags(fit.infit)
             fit_stats = {e: EssayFit(i, o, f) for e, i, o, f in zip(ids, fit.infit, fit.outfit, flags, strict=True)}
-            meta["judges"] = [judge_fit(self._request.llm.model, fit)]
+            meta.judges = [judge_fit(self._request.llm.model, fit)]
             projections = self._project(scores)
         ranking = sorted(ids, key=lambda e: (-scores[e][0], e))
         age = await self._repo.finalize(

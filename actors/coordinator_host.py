@@ -27,6 +27,7 @@ from ray.exceptions import RayError
 
 from actors import metrics, names
 from actors.coordinator import BatchCoordinator, HostContext
+from cjcore.batch_metadata import BatchMetadata
 from cjcore.contracts import TERMINAL_STATES, BatchState, ComparisonResult
 from cjcore.errors import Fenced
 from cjcore.settings import Settings
@@ -232,7 +233,7 @@ class CoordinatorHost:
         claim = await self._writes.claim(batch_id, self.name)
         if claim is not None:
             error = f"internal_error: {kind}: {detail[:300]} (failed {MAX_FAILURES} times in a row)"
-            await self._writes.finalize(batch_id, BatchState.FAILED, "internal_error", meta={"error": error},
+            await self._writes.finalize(batch_id, BatchState.FAILED, "internal_error", meta=BatchMetadata(error=error),
                                         epoch=claim[0])
             log.error("%s: batch %s ended FAILED: %s", self.name, batch_id, error, extra={"batch_id": batch_id})
         self._forget(batch_id)

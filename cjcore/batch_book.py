@@ -17,11 +17,21 @@ import random
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from cjcore import pairing
+from cjcore.batch_metadata import BatchMetadata, CompletionMeta
 from cjcore.completion import Decision, Policy, completion_pct, decide, failing, provider_out
-from cjcore.contracts import Comparison, Counters, ErrorType, PlannedPair, Winner, denominator, usable_pairs
+from cjcore.contracts import (
+    Comparison,
+    Counters,
+    ErrorType,
+    PlannedPair,
+    PositionOut,
+    ReliabilityOut,
+    Winner,
+    denominator,
+    usable_pairs,
+)
 from cjcore.retry import NOT_JUDGED, TRANSIENT, Attempt, Retry, backoff_s, plan_retries, should_retry
 from cjcore.scores import BTFit, max_score_change, position_wins
 
@@ -54,7 +64,7 @@ class Scored:
     decision: Decision
     change: float | None
     new_valid: int
-    meta: dict[str, Any]
+    meta: BatchMetadata
 
 
 @dataclass
@@ -173,26 +183,27 @@ class BatchBook:
         decision = decide(counters, n, change, self.policy, self.not_judged, new_valid=new_valid,
                           reliability=fit.ssr, held=k)
         a_wins, b_wins = position_wins(comparisons)
-        meta: dict[str, Any] = {
-            "reliability": {"ssr": round(fit.ssr, 4), "comparisons_per_essay": round(2 * fit.n_comparisons / n, 2),
-                            "target": self.policy.target_reliability},
-            "position": {"a_wins": a_wins, "b_wins": b_wins, "bias_logit": round(fit.position_bias, 4),
-                         "bias_se": round(fit.position_bias_se, 4)},
-            "completion": {"denominator": denominator(counters.total_budget, n, k),
-                           "threshold_pct": threshold_pct,
-                           "completion_pct": round(completion_pct(counters, n, k), 2),
-                           "stability_threshold": self.policy.stability_threshold,
-                           "last_max_change": None if change is None else round(change, 4),
-                           "new_valid": new_valid, "valid_at_fit": counters.completed},
-            "held": sorted(self.held),
-        }
+        meta = BatchMetadata(
+            reliability=ReliabilityOut(ssr=round(fit.ssr, 4), comparisons_per_essay=round(2 * fit.n_comparisons / n, 2),
+                                       target=self.policy.target_reliability),
+            position=PositionOut(a_wins=a_wins, b_wins=b_wins, bias_logit=round(fit.position_bias, 4),
+                                 bias_se=round(fit.position_bias_se, 4)),
+            completion=CompletionMeta(
+                denominator=denominator(counters.total_budget, n, k), threshold_pct=threshold_pct,
+                completion_pct=round(completion_pct(counters, n, k), 2),
+                stability_threshold=self.policy.stability_threshold,
+                last_max_change=None if change is None else round(change, 4),
+                new_valid=new_valid, valid_at_fit=counters.completed),
+            held=sorted(self.held),
+        )
         target = self.policy.target_reliability
         if decision.finalize and not decision.failed and target is not None and fit.ssr < target:
-            meta["reliability"]["target_unreached"] = UNREACHED.get(decision.reason or "", decision.reason)
+            assert meta.reliability is not None
+            meta.reliability.target_unreached = UNREACHED.get(decision.reason or "", decision.reason)
         if decision.failed:
             judged = counters.completed + counters.failed - self.not_judged
-            meta["error"] = (f"valid results {counters.completed} of {judged} judged attempts, below "
-                             f"CJ_MIN_SUCCESS_RATE {self.policy.min_success_rate:g}")
+            meta.error = (f"valid results {counters.completed} of {judged} judged attempts, below "
+                          f"CJ_MIN_SUCCESS_RATE {self.policy.min_success_rate:g}")
         return Scored(decision, change, new_valid, meta)
 
     def fitted(self, fit: BTFit, counters: Counters) -> None:

@@ -415,6 +415,16 @@ class CompletionOut(BaseModel):
     last_max_change: float | None = None  # largest score change at the last scoring, logits
 
 
+class JudgeFitOut(BaseModel):
+    """One judge model's fit over all its verdicts in the batch (1: as consistent as the model expects)."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str
+    comparisons: int
+    infit: float | None = None
+    outfit: float | None = None
+
+
 class BatchResult(BaseModel):
     batch_id: str
     state: BatchState
@@ -428,7 +438,7 @@ class BatchResult(BaseModel):
     completion: CompletionOut | None = None
     budget_source: BudgetSource | None = None
     anchor_set_id: str | None = None  # the ruler the batch was graded against (DESIGN §4.6)
-    judges: list[dict[str, Any]] = Field(default_factory=list)  # per judge model: comparisons, infit, outfit
+    judges: list[JudgeFitOut] = Field(default_factory=list)  # per judge model: comparisons, infit, outfit
     error: str | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from typing import Any
 
+from cjcore.contracts import JudgeFitOut
 from cjcore.scores import BTFit
 
 SD_LIMIT = 2.0  # flag above the batch's mean + 2 SD: the rule CJ platforms use for scripts and judges
@@ -21,8 +21,8 @@ def misfit_flags(infit: Sequence[float | None], sd_limit: float = SD_LIMIT) -> l
     return [v is not None and v > limit for v in infit]
 
 
-def judge_fit(model: str, fit: BTFit) -> dict[str, Any]:
+def judge_fit(model: str, fit: BTFit) -> JudgeFitOut:
     """One judge model's fit over all its verdicts in the batch (1: as consistent as the model expects)."""
-    return {"model": model, "comparisons": fit.n_comparisons,
-            "infit": None if fit.judge_infit is None else round(fit.judge_infit, 3),
-            "outfit": None if fit.judge_outfit is None else round(fit.judge_outfit, 3)}
+    return JudgeFitOut(model=model, comparisons=fit.n_comparisons,
+                       infit=None if fit.judge_infit is None else round(fit.judge_infit, 3),
+                       outfit=None if fit.judge_outfit is None else round(fit.judge_outfit, 3))

@@ -261,8 +261,7 @@ def build(result: BatchResult, attempts: list[dict[str, Any]], status: dict[str,
     report = Report(batch_id=result.batch_id, state=result.state.value, terminal=terminal,
                     completion_reason=result.completion_reason, essays=rows, bands=bands,
                     figures=figures(result, rows) if rows else [], grade_counts=counts,
-                    judges=[{"model": j.get("model"), **{k: v for k, v in j.items() if k != "model"}}
-                            for j in result.judges],
+                    judges=[j.model_dump() for j in result.judges],
                     progress=progress)
     if rows:
         report.charts["ranking"] = ranking_spec(rows, bands)

@@ -93,7 +93,8 @@ class CJClient:
             ruler = await self._ruler_for(resolved)
             essays = rulers.link(resolved, ruler) if ruler else resolved.essays if resolved is not request else ()
             new.append(NewBatch(request.batch_id or new_batch_id(), request, budget, source, threshold,
-                                essays=essays, anchor_set_id=ruler.anchor_set_id if ruler else None))
+                                essays=essays, anchor_set_id=ruler.anchor_set_id if ruler else None,
+                                target_reliability=request.target_reliability or s.target_reliability))
         ids = [b.batch_id for b in new]
         if len(set(ids)) != len(ids):
             dup = next(i for i in ids if ids.count(i) > 1)

@@ -14,6 +14,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cjcore.batch_metadata import BatchMetadata
 from cjcore.contracts import (
     TERMINAL_STATES,
     BatchRequest,
@@ -190,8 +191,9 @@ class BatchWrites(Store):
                 await conn.execute(insert(batch_states), [
                     {"batch_id": b.batch_id, "state": BatchState.QUEUED, "total_budget": b.total_budget,
                      "completion_threshold_pct": b.threshold_pct,
-                     "metadata": {"budget_source": b.source.value, "n_essays": len(b.stored_essays),
-                                  "submission_id": submission_id}}
+                     "metadata": BatchMetadata(budget_source=b.source, n_essays=len(b.stored_essays),
+                                               submission_id=submission_id,
+                                               target_reliability=b.target_reliability).patch()}
                     for b in batches_in
                 ])
                 await conn.execute(insert(essays), [
@@ -254,7 +256,7 @@ class BatchWrites(Store):
             counters=counters_of(head),
             threshold_pct=head.completion_threshold_pct,
             budget_source=BudgetSource(head.budget_source),
-            metadata=dict(head.metadata or {}),
+            metadata=BatchMetadata.read(head.metadata),
             essays=[EssayRow(*r) for r in essay_rows],
             anchor_set_id=head.anchor_set_id,
             attempted=[(r.essay_a_id, r.essay_b_id) for r in pair_rows],
@@ -396,7 +398,7 @@ class BatchWrites(Store):
             ).all()
         return [Comparison(r.essay_a_id, r.essay_b_id, Winner(r.winner)) for r in rows]
 
-    async def transition(self, batch_id: str, target: BatchState, meta: dict[str, Any] | None = None,
+    async def transition(self, batch_id: str, target: BatchState, meta: BatchMetadata | None = None,
                          epoch: int | None = None) -> bool:
         """Move along the state machine; False if the batch is not in a state that may move to target. A batch
         already in `target` answers True: the call repeated after its commit's reply was lost."""
@@ -405,12 +407,12 @@ class BatchWrites(Store):
                     or await self._state(conn, batch_id) is target)
 
     async def _transition(
-        self, conn: AsyncConnection, batch_id: str, target: BatchState, meta: dict[str, Any] | None,
+        self, conn: AsyncConnection, batch_id: str, target: BatchState, meta: BatchMetadata | None,
         reason: str | None = None, only_from: BatchState | None = None, epoch: int | None = None,
     ) -> bool:
         values: dict[str, Any] = {"state": target, "last_activity_at": func.now()}
-        if meta:
-            values["metadata"] = meta_patch(meta)
+        if meta is not None:
+            values["metadata"] = meta_patch(meta.patch())
         if reason is not None:
             values["completion_reason"] = reason
         res = await conn.execute(
@@ -429,17 +431,17 @@ class BatchWrites(Store):
         return (await conn.execute(select(batch_states.c.state).where(batch_states.c.batch_id == batch_id))
                 ).scalar_one_or_none()
 
-    async def merge_metadata(self, batch_id: str, meta: dict[str, Any], epoch: int | None = None) -> None:
+    async def merge_metadata(self, batch_id: str, meta: BatchMetadata, epoch: int | None = None) -> None:
         async with self.engine.begin() as conn:
             res = await conn.execute(
                 update(batch_states).where(batch_states.c.batch_id == batch_id, *_fenced(epoch))
-                .values(metadata=meta_patch(meta))
+                .values(metadata=meta_patch(meta.patch()))
             )
             if res.rowcount != 1:
                 await self._check_fence(conn, batch_id, epoch)
 
     async def save_round(
-        self, batch_id: str, scores: dict[str, tuple[float, float]], meta: dict[str, Any], epoch: int | None = None,
+        self, batch_id: str, scores: dict[str, tuple[float, float]], meta: BatchMetadata, epoch: int | None = None,
     ) -> bool:
         """Store a round's fit and move SCORING → GENERATING_PAIRS, together. A batch already in
         GENERATING_PAIRS answers True with nothing written: the call repeated after its commit's reply was lost."""
@@ -478,7 +480,7 @@ class BatchWrites(Store):
         scores: dict[str, tuple[float, float]] | None = None,
         ranks: dict[str, int] | None = None,
         grade_projections: Sequence[GradeProjectionOut] = (),
-        meta: dict[str, Any] | None = None,
+        meta: BatchMetadata | None = None,
         only_from: BatchState | None = None,
         fit_stats: dict[str, EssayFit] | None = None,
         epoch: int | None = None,

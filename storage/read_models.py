@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cjcore.batch_metadata import BatchMetadata
 from cjcore.completion import completion_pct
 from cjcore.contracts import (
     BatchResult,
@@ -89,8 +90,8 @@ class ReadModels(Store):
                 await conn.execute(select(func.count()).select_from(essays).where(essays.c.batch_id == batch_id))
             ).scalar_one()
         counters = counters_of(head)
-        meta = dict(head.metadata or {})
-        held = set(meta.get("held", []))
+        meta = BatchMetadata.read(head.metadata)
+        held = set(meta.held)
 
         def mean_square(v: float | None) -> float | None:
             return None if v is None else round(v, 3)
@@ -112,20 +113,20 @@ class ReadModels(Store):
                                    confidence=r.confidence)
                 for r in proj_rows
             ],
-            reliability=ReliabilityOut(**meta.get("reliability", {"ssr": 0.0})),
-            position=PositionOut(**meta.get("position", {})),
+            reliability=meta.reliability or ReliabilityOut(ssr=0.0),
+            position=meta.position or PositionOut(),
             cost=cost,
             completion=CompletionOut(
                 denominator=denominator(counters.total_budget, n_essays, len(held)),
                 threshold_pct=head.completion_threshold_pct,
                 completion_pct=round(completion_pct(counters, n_essays, len(held)), 2),
-                stability_threshold=meta.get("completion", {}).get("stability_threshold"),
-                last_max_change=meta.get("completion", {}).get("last_max_change"),
+                stability_threshold=meta.completion.stability_threshold if meta.completion else None,
+                last_max_change=meta.completion.last_max_change if meta.completion else None,
             ),
             budget_source=BudgetSource(head.budget_source),
             anchor_set_id=head.anchor_set_id,
-            judges=meta.get("judges", []),
-            error=meta.get("error"),
+            judges=meta.judges,
+            error=meta.error,
         )
 
     async def _cost(self, conn: AsyncConnection, batch_id: str) -> CostOut:

@@ -11,6 +11,7 @@ from sqlalchemy import bindparam
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cjcore.batch_metadata import BatchMetadata
 from cjcore.contracts import BatchRequest, BatchState, BudgetSource, Counters, ErrorType, Essay
 from cjcore.retry import Attempt
 from storage.outage import rides_out_outages
@@ -83,6 +84,7 @@ class NewBatch:
     threshold_pct: float
     essays: Sequence[Essay] = ()  # as linked to its ruler (cjcore.rulers.link); empty: the request's own
     anchor_set_id: str | None = None
+    target_reliability: float | None = None  # resolved at submit: the request's, else the deployment's
 
     @property
     def stored_essays(self) -> Sequence[Essay]:
@@ -99,7 +101,7 @@ class BatchSnapshot:
     counters: Counters
     threshold_pct: float
     budget_source: BudgetSource
-    metadata: dict[str, Any]
+    metadata: BatchMetadata
     essays: list[EssayRow]
     anchor_set_id: str | None = None
     attempted: list[tuple[str, str]] = field(default_factory=list)  # (a, b) of every attempt

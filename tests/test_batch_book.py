@@ -81,7 +81,8 @@ def test_a_fit_is_judged_on_new_verdicts_only_and_counts_from_where_it_was_store
     counters = Counters(total_budget=100, submitted=30, completed=30, iterations=3)
     first = book.judge(_fit([0.1 * i for i in range(6)], 0.95), counters, [], 95)
     assert first.decision.reason == "reliable" and first.new_valid == 30
-    assert first.meta["completion"]["valid_at_fit"] == 30 and first.meta["reliability"]["target"] == 0.9
+    assert first.meta.completion is not None and first.meta.reliability is not None
+    assert first.meta.completion.valid_at_fit == 30 and first.meta.reliability.target == 0.9
     book.fitted(_fit([0.1 * i for i in range(6)], 0.95), counters)
     again = book.judge(_fit([0.1 * i for i in range(6)], 0.95), counters, [], 95)
     assert again.new_valid == 0 and again.decision.reason != "reliable"  # nothing new: no evidence
@@ -92,6 +93,6 @@ def test_a_batch_stopping_short_of_its_target_says_why_in_its_result():
     spent = Counters(total_budget=30, submitted=30, completed=12, failed=18, iterations=3)
     short = book.judge(_fit([0.1 * i for i in range(6)], 0.7), spent, [], 100)
     assert short.decision.reason == "budget"
-    assert short.meta["reliability"]["target_unreached"] == "the budget was spent"
+    assert short.meta.reliability is not None and short.meta.reliability.target_unreached == "the budget was spent"
     reached = _book().judge(_fit([0.1 * i for i in range(6)], 0.95), spent, [], 100)
-    assert "target_unreached" not in reached.meta["reliability"]
+    assert reached.meta.reliability is not None and "target_unreached" not in reached.meta.patch()["reliability"]

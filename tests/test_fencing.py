@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from cjcore.batch_metadata import BatchMetadata
 from cjcore.contracts import BatchState, BudgetSource, ComparisonResult, Winner, parse_batch_request
 from cjcore.errors import Fenced
 from cjcore.retry import Retry
@@ -43,13 +44,13 @@ def test_a_host_holding_a_stale_epoch_is_refused_every_write_and_writes_nothing(
             with pytest.raises(Fenced):
                 await repo.insert_retries(bid, [("f3", Retry("f2", "fe02", "fe03", 2))], epoch=stale)
             with pytest.raises(Fenced):
-                await repo.merge_metadata(bid, {"cancel_requested": True}, epoch=stale)
+                await repo.merge_metadata(bid, BatchMetadata(cancel_requested=True), epoch=stale)
             with pytest.raises(Fenced):
                 await repo.transition(bid, BatchState.SCORING, epoch=stale)
             with pytest.raises(Fenced):
                 await repo.finalize(bid, BatchState.CANCELLED, "cancelled", epoch=stale)
             snap = await repo.load(bid)
-            assert snap.state is BatchState.WAITING_CALLBACKS and "cancel_requested" not in snap.metadata
+            assert snap.state is BatchState.WAITING_CALLBACKS and not snap.metadata.cancel_requested
             assert (snap.counters.submitted, snap.counters.completed) == (2, 0) and len(snap.pending) == 2
 
             # The current holder writes on.

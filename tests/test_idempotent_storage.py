@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from cjcore.batch_metadata import BatchMetadata
 from cjcore.contracts import BatchState, BudgetSource, ComparisonResult, Winner, parse_batch_request
 from cjcore.errors import BatchExists
 from cjcore.retry import Retry
@@ -79,9 +80,9 @@ def test_every_write_repeated_after_a_lost_commit_reply_answers_what_was_committ
             engine.lose = 1
             assert await repo.transition("lost-reply", BatchState.SCORING)  # moved once, answered as moved
             engine.lose = 1
-            await repo.merge_metadata("lost-reply", {"note": "x"})  # a merge: the same when applied twice
+            await repo.merge_metadata("lost-reply", BatchMetadata(error="x"))  # a merge: the same when applied twice
             engine.lose = 1
-            assert await repo.save_round("lost-reply", {"lr00": (0.5, 0.1)}, {"round": 1})
+            assert await repo.save_round("lost-reply", {"lr00": (0.5, 0.1)}, BatchMetadata(held=["lr00"]))
             engine.lose = 1
             await repo.finalize("lost-reply", BatchState.CANCELLED, "cancelled")
             assert (await ReadModels(real).state_of("lost-reply"))[0] is BatchState.CANCELLED
