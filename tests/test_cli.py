@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from driver.cli import main
+from cli.main import main
 from tests.helpers import essays, sql
 
 
@@ -225,7 +225,7 @@ def test_json_output_is_one_document_while_ray_prints_raylet_warnings(cli_env, t
     import ray
     from ray._private.utils import publish_error_to_driver
 
-    from driver.output import Document
+    from cli.output import Document
 
     gcs = ray._private.worker.global_worker.gcs_client
     stop = threading.Event()

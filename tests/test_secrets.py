@@ -89,7 +89,7 @@ def test_the_deployment_file_holds_no_password_and_is_readable_by_its_owner_only
     import stat
 
     from cjcore.settings import load_settings
-    from driver.cli import main
+    from cli.main import main
     from driver.runtime import write_deployment
 
     for var in ("CJ_DATABASE_URL", "CJ_RAY_ADDRESS"):

@@ -1,5 +1,5 @@
 """`python launch.py COMMAND …` (DESIGN §4.3): the parser and the entry point; the commands live in
-driver/batch_commands.py and driver/ops_commands.py. Exit 0 on success; 2 with a one-line reason on bad input
+cli/batch_commands.py and cli/ops_commands.py. Exit 0 on success; 2 with a one-line reason on bad input
 or configuration; 1 when `submit --wait` ends FAILED or CANCELLED; 3 on a wait that timed out."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 
 from cjcore.errors import BatchTimeout, CJError
 from cjcore.settings import load_settings
-from driver.batch_commands import (
+from cli.batch_commands import (
     cmd_anchors,
     cmd_cancel,
     cmd_demo,
@@ -21,8 +21,8 @@ from driver.batch_commands import (
     cmd_status,
     cmd_submit,
 )
-from driver.ops_commands import cmd_bench, cmd_down, cmd_loadtest, cmd_sim_provider, cmd_up
-from driver.output import Document
+from cli.ops_commands import cmd_bench, cmd_down, cmd_loadtest, cmd_sim_provider, cmd_up
+from cli.output import Document
 
 
 def _rate(name: str):  # type: ignore[no-untyped-def]

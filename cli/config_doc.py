@@ -1,7 +1,7 @@
 """docs/configuration.md, generated from `cjcore.settings.Settings`: every `CJ_` variable with its type, default
 and what the code's comment says of it (so the page cannot drift from the code: a test compares them).
 
-    python -m driver.config_doc > docs/configuration.md
+    python -m cli.config_doc > docs/configuration.md
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from cjcore.settings import Settings
 HEADER = """# Configuration
 
 Every setting is an environment variable (`CJ_` and the name in capitals; the API key is `ANTHROPIC_API_KEY`),
-read by `cjcore/settings.py` (pydantic-settings). Generated from that file by `python -m driver.config_doc >
+read by `cjcore/settings.py` (pydantic-settings). Generated from that file by `python -m cli.config_doc >
 docs/configuration.md`; `tests/test_docs.py` fails when the two differ. Units are in the names: `_s` seconds,
 `_pct` percent, `per_minute` per minute. Secrets (the key, a database password, the webhook URL) never reach an
 actor's arguments, logs or the database: see docs/architecture.md.

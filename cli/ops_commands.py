@@ -12,8 +12,8 @@ from typing import Any
 
 from cjcore.errors import ConfigError
 from cjcore.settings import Settings
+from cli.output import emit
 from driver import render
-from driver.output import emit
 from driver.runtime import (
     deployment_file,
     init_ray,

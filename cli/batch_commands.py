@@ -12,8 +12,8 @@ from typing import Any
 from cjcore.contracts import BatchRequest, BatchResult, BatchState, parse_batch_request
 from cjcore.errors import CJError, ConfigError, InvalidRequest
 from cjcore.settings import Settings
+from cli.output import emit, print_result, progress_printer
 from driver import render
-from driver.output import emit, print_result, progress_printer
 from driver.runtime import (
     init_ray,
 )
