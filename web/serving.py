@@ -7,6 +7,7 @@ environment and the API token from CJ_API_TOKEN there or the state directory's f
 
 from __future__ import annotations
 
+import logging
 import threading
 
 from cjcore.settings import Settings
@@ -39,9 +40,18 @@ def _deployment():  # type: ignore[no-untyped-def]
     return HttpApi
 
 
-def start(settings: Settings) -> str:
-    """Serve the API and pages at CJ_HTTP_HOST:CJ_HTTP_PORT (Serve's proxy on the head node); its URL."""
+def _serve(quiet: bool):  # type: ignore[no-untyped-def]
+    """Ray Serve's API; `quiet`: without its INFO lines in this process (its import sets its logger to INFO)."""
     from ray import serve
+
+    if quiet:
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    return serve
+
+
+def start(settings: Settings, quiet: bool = False) -> str:
+    """Serve the API and pages at CJ_HTTP_HOST:CJ_HTTP_PORT (Serve's proxy on the head node); its URL."""
+    serve = _serve(quiet)
 
     serve.start(http_options={"host": settings.http_host, "port": settings.http_port}, proxy_location="HeadOnly")
     serve.run(application(settings), name=app_name(settings), route_prefix="/", blocking=False)
@@ -53,8 +63,8 @@ def application(settings: Settings):  # type: ignore[no-untyped-def]
     return _deployment().options(name=app_name(settings)).bind(settings.for_actors())
 
 
-def stop(settings: Settings) -> None:
-    from ray import serve
+def stop(settings: Settings, quiet: bool = False) -> None:
+    serve = _serve(quiet)
 
     try:
         serve.delete(app_name(settings))
