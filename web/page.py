@@ -46,7 +46,7 @@ def report_page(report: Report, *, live: bool) -> str:
 
 
 def list_page(rows: list[dict[str, Any]], newest: int) -> str:
-    return _env().get_template("batches.html.j2").render(rows=rows, newest=newest, generated=_now())
+    return _env().get_template("batches.html.j2").render(rows=rows, newest=newest, generated=_now(), utc=dt.UTC)
 
 
 def unauthorised_page() -> str:
