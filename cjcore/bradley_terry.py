@@ -168,7 +168,7 @@ def _misfit(x: np.ndarray, a: np.ndarray, b: np.ndarray, a_won: np.ndarray, n: i
 def reliability(scores: np.ndarray, se: np.ndarray) -> float:
     """Share of the estimated scores' variance that is true variance, as suits shrunk (MAP) estimates:
     var / (var + mean SE²). The classical SSR, (var − mean SE²) / var, assumes unshrunk estimates and
-    reads far too low at few comparisons per essay (docs/architecture.md "Assessment quality")."""
+    reads far too low at few comparisons per essay (docs/assessment.md "Reliability, misfit…")."""
     if len(scores) < 2:
         return 0.0
     observed = float(np.var(scores, ddof=1))

@@ -8,7 +8,7 @@ Otherwise another round.
 `reliable` and `stable` judge the ranking, so they count only after a round that added enough new valid
 verdicts (a quarter of the batch's essays): a round whose attempts all failed changes no score, and that is
 not stability. `reliable` also needs `min_per_essay` valid comparisons per essay, since reliability read
-off a handful of verdicts is itself noisy (docs/architecture.md "Completion, retries, pairing and position bias").
+off a handful of verdicts is itself noisy (docs/assessment.md "Completion, retries, pairing and position bias").
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ The lowest and highest bands are bounded too: each is given the width of its inn
 probabilities are renormalised over that span (a prior that places essays on the anchors' scale). Left
 open, every score that noise carries past the extreme anchors became F or A with high confidence: at 10
 comparisons per essay A and F were projected 779 times against 542 true, at confidence 0.65 and accuracy
-0.48; bounded, 571 against 542 at 0.55 and 0.55, the inner grades unchanged (docs/architecture.md "Assessment quality").
+0.48; bounded, 571 against 542 at 0.55 and 0.55, the inner grades unchanged (docs/assessment.md "Reliability, misfit…").
 """
 
 from __future__ import annotations

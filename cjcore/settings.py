@@ -102,7 +102,7 @@ class Settings(BaseSettings):
     default_max_comparisons: int = Field(default=200, ge=1)  # budget when the request gives none
     # Valid results as a share of the denominator that end a batch (a request may override).
     completion_threshold_pct: float = Field(default=95.0, gt=0, le=100)
-    score_stability_threshold: float = Field(default=0.1, gt=0)  # logits; docs/architecture.md "Completion, retries…"
+    score_stability_threshold: float = Field(default=0.1, gt=0)  # logits; docs/assessment.md "Completion, retries…"
     # Stop once the fit's reliability reaches this (a request's target_reliability overrides it), after a
     # round that added valid verdicts and with at least min_comparisons_per_essay (docs/architecture.md).
     target_reliability: float = Field(default=0.9, gt=0, le=1)
@@ -113,7 +113,7 @@ class Settings(BaseSettings):
     # Pairs planned per essay each round. None: 1 in Messages mode (a round trip takes seconds, so small adaptive
     # rounds cost nothing), 2.5 in Message Batches mode (a round trip takes up to hours: fewer, larger rounds).
     pairs_per_essay_per_round: float | None = Field(default=None, gt=0)
-    bt_regularization: float = Field(default=0.3, gt=0)  # prior precision; docs/architecture.md "Completion…"
+    bt_regularization: float = Field(default=0.3, gt=0)  # prior precision; docs/assessment.md "Completion…"
     max_attempts: int = Field(default=3, ge=1, le=10)  # per comparison, counting retries as new attempts
     min_success_rate: float = Field(default=0.25, ge=0, le=1)  # valid / attempts; below it the batch FAILS
     min_attempts_for_failure: int = Field(default=20, ge=1)  # attempts back before that rule applies
