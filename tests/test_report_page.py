@@ -18,8 +18,8 @@ from tests.helpers import essays, wait_until
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # As the probe of this machine kind found: without these, Chromium's own background connections are refused by a
 # closed network, many at a time, and slow every start.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")
