@@ -169,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--tpm", type=_positive_int("--tpm"), default=200_000_000, help="the pool's input tokens/min")
     lt.add_argument("--mode", choices=["messages", "batches"], default="messages",
                     help="provider API: one Messages call per comparison, or Message Batches (CJ_PROVIDER_MODE)")
-    lt.add_argument("--provider-timeout", type=float, default=5.0, help="seconds before a hung call times out")
+    lt.add_argument("--provider-timeout", type=float, default=None,
+                    help="seconds before a hung call times out (default: 5, or 10 × --latency-ms if longer: the "
+                         "timeout is for hangs, not the tail of a slow provider's answers)")
     lt.add_argument("--chaos", action="store_true", help="kill a random actor every --kill-every s, restart PG once")
     lt.add_argument("--kill-every", type=float, default=3.0)
     lt.add_argument("--kill-for", type=float, default=None,

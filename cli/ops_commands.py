@@ -147,6 +147,8 @@ def cmd_loadtest(args: argparse.Namespace, settings: Settings) -> int:
     from benches.loadtest import LoadPlan
     from cjcore.sample import eng5_truth
 
+    if args.provider_timeout is None:  # at 10 means of an exponential latency, 1 answer in 22,000 times out
+        args.provider_timeout = max(5.0, 10 * args.latency_ms / 1000)
     f = args.fault_rate  # split over the kinds of fault a provider shows
     sim_config = SimConfig(truth=eng5_truth(), noise=0.5, latency_ms=args.latency_ms, seed=args.seed,
                            error_rate=0.4 * f, overload_rate=0.3 * f, malformed_rate=0.2 * f, timeout_rate=0.1 * f,
