@@ -63,6 +63,10 @@ class Unauthorised(Exception):
     pass
 
 
+class NotFound(CJError):
+    """Something other than a batch not found (an anchor set)."""
+
+
 class PageUnauthorised(Exception):
     pass
 
@@ -227,10 +231,6 @@ async def list_page(request: Request) -> Response:
 async def healthz() -> dict[str, bool]:
     """Liveness, without a token."""
     return {"ok": True}
-
-
-class NotFound(CJError):
-    pass
 
 
 ERRORS: dict[type[CJError], tuple[int, str]] = {
