@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from cjcore.contracts import TERMINAL_STATES, BatchState
 from cjcore.sample import eng5_request
 from cjcore.settings import Settings
 from web import serving, tokens
@@ -86,7 +87,7 @@ async def _bench(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
         response.raise_for_status()
         while True:  # the GETs below read a COMPLETED batch's whole result
             state = (await api.get(f"/v1/batches/{probe}")).json()["state"]
-            if state in ("COMPLETED", "FAILED", "CANCELLED"):
+            if BatchState(state) in TERMINAL_STATES:
                 break
             await asyncio.sleep(0.5)
         got = await _load(lambda i: api.get(f"/v1/batches/{probe}"), concurrency=args.concurrency,

@@ -12,7 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from cjcore.contracts import GRADE_SCALE, TERMINAL_STATES, BatchResult
+from cjcore.completion import completion_pct
+from cjcore.contracts import GRADE_SCALE, TERMINAL_STATES, BatchResult, Counters, denominator
 from cjcore.grade_projection import Anchor, boundaries, outer_edges
 
 Z95 = 1.959964  # a 95% interval is the score ± Z95 standard errors
@@ -124,13 +125,14 @@ def grade_bands(rows: list[EssayRow]) -> list[Band]:
 
 
 def progress_of(status: dict[str, Any], n_essays: int) -> Progress:
-    budget = int(status["total_budget"])
-    denominator = max(1, min(budget, n_essays * (n_essays - 1) // 2))
-    completed = int(status["completed_comparisons"])
+    counters = Counters(total_budget=int(status["total_budget"]), submitted=int(status["submitted_comparisons"]),
+                        completed=int(status["completed_comparisons"]), failed=int(status["failed_comparisons"]),
+                        iterations=int(status["current_iteration"]))
     return Progress(
-        rounds=int(status["current_iteration"]), completed=completed, failed=int(status["failed_comparisons"]),
-        in_flight=int(status["in_flight"]), budget=budget, denominator=denominator,
-        completion_pct=round(100.0 * completed / denominator, 1),
+        rounds=counters.iterations, completed=counters.completed, failed=counters.failed,
+        in_flight=counters.in_flight, budget=counters.total_budget,
+        denominator=denominator(counters.total_budget, n_essays),
+        completion_pct=round(completion_pct(counters, n_essays), 1),
         threshold_pct=float(status.get("completion_threshold_pct") or 100.0))
 
 

@@ -213,11 +213,11 @@ class CJClient:
 
     async def report(self, batch_id: str) -> report_data.Report:
         """What the report page shows (cjcore.report): the decision record, and the progress while it runs."""
-        doc = await self.export(batch_id)
-        result = BatchResult.model_validate(doc["result"])
+        attempts = await self.reads.attempts(batch_id)
+        result = await self.result(batch_id)
         rows = [] if result.state in TERMINAL_STATES else await self.reads.health(batch_id)
         status = rows[0] if rows else None
-        return report_data.build(result, doc["attempts"], status)
+        return report_data.build(result, attempts, status)
 
     async def batches(self, newest: int | None = None) -> list[dict[str, Any]]:
         """The `status` list (cj_batch_health rows), oldest first; `newest`: only that many, newest first."""

@@ -73,8 +73,8 @@ def test_the_figures_say_what_they_mean() -> None:
 
 
 def test_progress_counts_against_the_smaller_of_budget_and_pairs() -> None:
-    status = {"total_budget": 100, "completed_comparisons": 9, "failed_comparisons": 1, "in_flight": 4,
-              "current_iteration": 2, "completion_threshold_pct": 95.0, "essays": 6}
+    status = {"total_budget": 100, "submitted_comparisons": 14, "completed_comparisons": 9, "failed_comparisons": 1,
+              "in_flight": 4, "current_iteration": 2, "completion_threshold_pct": 95.0, "essays": 6}
     p = report.progress_of(status, 6)
     assert (p.denominator, p.completion_pct, p.threshold_pct, p.rounds) == (15, 60.0, 95.0, 2)
     assert report.build(_result("WAITING_CALLBACKS"), [], status).progress == p
@@ -102,8 +102,8 @@ def test_the_page_is_self_contained_and_escapes_every_name() -> None:
 
 
 def test_a_running_batch_page_reloads_itself_only_when_served() -> None:
-    status = {"total_budget": 40, "completed_comparisons": 5, "failed_comparisons": 0, "in_flight": 3,
-              "current_iteration": 1, "completion_threshold_pct": 95.0, "essays": 6}
+    status = {"total_budget": 40, "submitted_comparisons": 8, "completed_comparisons": 5, "failed_comparisons": 0,
+              "in_flight": 3, "current_iteration": 1, "completion_threshold_pct": 95.0, "essays": 6}
     running = report.build(_result("WAITING_CALLBACKS"), [], status)
     assert f'<meta http-equiv="refresh" content="{page.REFRESH_S}">' in page.report_page(running, live=True)
     assert "http-equiv" not in page.report_page(running, live=False)
