@@ -223,7 +223,7 @@ class BatchCoordinator:
         for r in results:
             if r.correlation_id not in recorded:
                 self._log.info("batch %s: result for %s already recorded; ignored", self.batch_id, r.correlation_id)
-        new = self._book.record((Outcome(r.correlation_id, r.winner, r.error_type) for r in results
+        new = self._book.record((Outcome(r.correlation_id, r.winner, r.error_type, r.retry_after_s) for r in results
                                  if r.correlation_id in recorded), now, retry=self._stopping is None)
         if self._book.owed or self._counters.in_flight == 0:
             self._wake.set()

@@ -65,14 +65,14 @@ class RateLimiter:
         return grants, waited
 
     async def report(
-        self, key: str, reports: list[tuple[Grant, dict[str, str], tuple[int, int] | None, float | None]]
+        self, key: str, reports: list[tuple[Grant, dict[str, str], tuple[int, int] | None, float | None, bool]]
     ) -> None:
-        """After calls: per grant, the response headers, true usage (None if the request was refused) and
-        any retry-after."""
+        """After calls: per grant, the response headers, true usage (None if the request was refused), any
+        retry-after, and whether the answer was a 529."""
         pool = self._pool(key)
         now = time.monotonic()
-        for grant, headers, usage, retry_after_s in reports:
-            if not pool.report(grant, headers, usage, retry_after_s, now):
+        for grant, headers, usage, retry_after_s, overloaded in reports:
+            if not pool.report(grant, headers, usage, retry_after_s, now, overloaded=overloaded):
                 self.foreign_reports += 1  # granted by this actor's previous incarnation: not ours to learn from
 
     async def stats(self) -> dict[str, object]:

@@ -104,8 +104,9 @@ async def compare(client: anthropic.AsyncAnthropic, req: ComparisonRequest, pric
     except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
         kind, details, ids = _failure(exc)
         headers = _ratelimit_headers(exc.response.headers) if isinstance(exc, anthropic.APIStatusError) else {}
-        return ProviderOutcome(ComparisonResult.error(req, kind, details, latency_ms=ms(), **ids), headers,
-                               _retry_after(headers))
+        retry_after = _retry_after(headers)
+        return ProviderOutcome(ComparisonResult.error(req, kind, details, latency_ms=ms(), retry_after_s=retry_after,
+                                                      **ids), headers, retry_after)
     headers = _ratelimit_headers(raw.headers)
     status = raw.http_response.status_code
     # Decoded as plain JSON, not into the SDK's typed Message (its construction was a twentieth of a worker's
@@ -178,11 +179,11 @@ _BATCH_OTHER = {"expired": (ErrorType.TIMEOUT, "message batch item expired"),
 class BatchApi:
     """How the Message Batches API's calls (create, list, polls, results, cancel) go through the pool's
     limiter, in a bucket of the Batches API's own limits: `permit()` waits for a grant; `refused(grant, headers,
-    retry_after_s)` reports a 429/529 (which pauses them), `answered(grant)` any other answer."""
+    retry_after_s, overloaded)` reports a 429 or a 529 (which may pause them), `answered(grant)` any other answer."""
 
     permit: Callable[[], Awaitable[Any]]
     answered: Callable[[Any], Awaitable[None]]
-    refused: Callable[[Any, dict[str, str], float | None], Awaitable[None]]
+    refused: Callable[[Any, dict[str, str], float | None, bool], Awaitable[None]]
 
 
 async def _free_permit() -> None:
@@ -235,7 +236,7 @@ async def _persist(call: Callable[[], Awaitable[Any]], api: BatchApi, *, outage_
                 headers = _ratelimit_headers(exc.response.headers) if isinstance(exc, anthropic.APIStatusError) \
                     else {}
                 retry_after = _retry_after(headers)
-                await api.refused(grant, headers, retry_after) \
+                await api.refused(grant, headers, retry_after, kind is ErrorType.OVERLOADED) \
                     if kind in (ErrorType.RATE_LIMIT, ErrorType.OVERLOADED) else await api.answered(grant)
                 if kind not in TRANSIENT:
                     raise GaveUp(kind, details, ids) from None
@@ -261,7 +262,7 @@ async def create_message_batch(client: anthropic.AsyncAnthropic, reqs: list[Comp
         headers = _ratelimit_headers(exc.response.headers) if isinstance(exc, anthropic.APIStatusError) else {}
         retry_after = _retry_after(headers)
         if kind in (ErrorType.RATE_LIMIT, ErrorType.OVERLOADED):
-            await api.refused(grant, headers, retry_after)
+            await api.refused(grant, headers, retry_after, kind is ErrorType.OVERLOADED)
             raise Transient(kind, details, ids, retry_after) from None  # refused: nothing was created
         await api.answered(grant)
         if isinstance(exc, anthropic.APIConnectionError) or kind in (ErrorType.SERVER_ERROR, ErrorType.TIMEOUT):

@@ -508,11 +508,11 @@ class ProviderWorker:
 
         async def answered(grant: Any) -> None:
             with contextlib.suppress(RayError):
-                await self._limiter.report.remote(key, [(grant, {}, (0, 0), None)])
+                await self._limiter.report.remote(key, [(grant, {}, (0, 0), None, False)])
 
-        async def refused(grant: Any, headers: dict[str, str], retry_after_s: float | None) -> None:
+        async def refused(grant: Any, headers: dict[str, str], retry_after_s: float | None, overloaded: bool) -> None:
             with contextlib.suppress(RayError):
-                await self._limiter.report.remote(key, [(grant, headers, None, retry_after_s)])
+                await self._limiter.report.remote(key, [(grant, headers, None, retry_after_s, overloaded)])
 
         return self._provider_call.BatchApi(permit, answered, refused)
 
@@ -521,8 +521,9 @@ class ProviderWorker:
             self._settle(model, outcome)
 
     @staticmethod
-    def _usage(grant: Any, outcome: Any) -> tuple[tuple[int, int] | None, float | None]:
-        """What a call used of the allowance (None: refused, it used none), and any retry-after pause."""
+    def _usage(grant: Any, outcome: Any) -> tuple[tuple[int, int] | None, float | None, bool]:
+        """What a call used of the allowance (None: refused, it used none), any retry-after, and whether it was a
+        529 (the limiter pauses the pool for those only while they go on)."""
         result = outcome.result
         status = result.http_status
         if status == 429:
@@ -531,7 +532,7 @@ class ProviderWorker:
             usage = (result.input_tokens + result.cache_write_tokens, result.output_tokens)
         else:  # admitted, then failed: the estimate stays charged
             usage = (getattr(grant, "input_tokens", 0), 0)
-        return usage, outcome.retry_after_s if status in (429, 529) else None
+        return usage, outcome.retry_after_s if status in (429, 529) else None, status == 529
 
     def _report(self, key: str, items: list[Any]) -> None:
         """Reports to the limiter go in one call per key every REPORT_EVERY_S, not one per comparison."""

@@ -55,6 +55,7 @@ class Outcome:
     correlation_id: str
     winner: Winner
     error_type: ErrorType | None = None
+    retry_after_s: float | None = None  # the provider's own wait before the retry (429, 529)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +144,8 @@ class BatchBook:
     def record(self, outcomes: Iterable[Outcome], now: float, *, retry: bool = True) -> int:
         """Results just recorded (each for the first time, by the database's answer); returns how many were
         attempts in flight here. Failed ones that may be retried are owed (when `retry`), transient ones after
-        a jittered backoff; the outage clock starts at the first transient failure and stops at any answer of
-        the judge's."""
+        a jittered backoff and never before the provider's `retry-after`; the outage clock starts at the first
+        transient failure and stops at any answer of the judge's."""
         new = 0
         for r in outcomes:
             attempt = self.in_flight.pop(r.correlation_id, None)
@@ -164,9 +165,9 @@ class BatchBook:
             if retry and should_retry(r.error_type, attempt.attempt, self.retry.max_attempts):
                 self.owed.append(attempt)
                 if r.error_type in TRANSIENT:
-                    self.due[attempt.correlation_id] = now + backoff_s(
+                    self.due[attempt.correlation_id] = now + max(r.retry_after_s or 0.0, backoff_s(
                         attempt.attempt, self.retry.backoff_s, self.retry.backoff_max_s,
-                        0.5 + self._jitter.random() / 2)
+                        0.5 + self._jitter.random() / 2))
         return new
 
     def provider_out(self, now: float, outage_s: float) -> bool:

@@ -305,6 +305,7 @@ class ComparisonResult:
     cache_write_tokens: int = 0
     cost_usd: float = 0.0
     latency_ms: int = 0
+    retry_after_s: float | None = None  # a refusal's `retry-after`: its retry waits at least that (not stored)
 
     @property
     def error_code(self) -> str | None:

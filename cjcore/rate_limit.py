@@ -4,15 +4,18 @@ Before a request is sent it must fit three buckets: requests, input tokens (an e
 and output tokens (an estimate from recent answers). After the answer, `settle` replaces the estimates
 with the true usage. Every response's `anthropic-ratelimit-*` headers teach the limits (a key whose tier
 differs from the configuration converges to the real limit) and lower our level to the server's
-`remaining` when the server has seen more than we have. A 429 or 529 pauses the whole pool for
-`retry-after`, once per episode: the answers to requests granted before that pause began say nothing new
-and do not extend it. Time is passed in.
+`remaining` when the server has seen more than we have. A 429 (our key is over its limit) pauses the whole
+pool for `retry-after`; a 529 (the provider overloaded) does so only when most recent answers are 529s, since
+a sporadic one says nothing of the next call and is retried on its own after its `retry-after`. A pause counts
+once per episode: the answers to requests granted before it began say nothing new and do not extend it. Time
+is passed in.
 """
 
 from __future__ import annotations
 
 import math
 import uuid
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -34,6 +37,11 @@ INPUT_MARGIN = 1.02  # learned estimates are means: keep 2% headroom
 # `remaining`, we hold at most one second's worth: we do not know what else has drawn on the key, so we
 # do not burst blind (and sharp ramps meet the provider's acceleration limits).
 START_ALLOWANCE_S = 1.0
+# A 529 pauses the pool when at least this share of the answers of the last OVERLOAD_WINDOW_S were 529s: an
+# overload that goes on. Sporadic 529s (6% of answers in `loadtest`'s faults) paused the pool about once a
+# second at 50 calls/s and held the 1,000-batch run at 79% of its limit.
+OVERLOAD_WINDOW_S = 2.0
+OVERLOAD_PAUSE_SHARE = 0.5
 
 
 def estimate_tokens(chars: int) -> int:
@@ -84,6 +92,8 @@ class PoolLimiter:
     output_estimate: float = 256.0  # running mean of true output tokens
     input_ratio: float = 1.0  # running mean of true / estimated input tokens (the tokenizer's chars per token)
     learned: dict[str, int] = field(default_factory=dict)
+    answers: deque[tuple[float, bool]] = field(default_factory=deque)  # (when, a 529?) within OVERLOAD_WINDOW_S
+    overloads: int = 0  # the 529s among `answers`
     synced: bool = False  # a `remaining` header has been seen
     granted_total: dict[str, float] = field(default_factory=lambda: {"requests": 0.0, "input_tokens": 0.0,
                                                                       "output_tokens": 0.0})
@@ -121,9 +131,9 @@ class PoolLimiter:
                           dict(self.granted_total), self.issuer)
 
     def report(self, grant: Grant, headers: Mapping[str, str], usage: tuple[int, int] | None,
-               retry_after_s: float | None, now: float) -> bool:
-        """After a call: its response headers, true usage (None: refused, nothing used) and any retry-after.
-        False (and nothing learned) for a grant this limiter did not issue."""
+               retry_after_s: float | None, now: float, *, overloaded: bool = False) -> bool:
+        """After a call: its response headers, true usage (None: refused, nothing used), any retry-after, and
+        whether the answer was a 529. False (and nothing learned) for a grant this limiter did not issue."""
         if grant.issuer != self.issuer:
             return False
         if usage is None:
@@ -131,9 +141,19 @@ class PoolLimiter:
         else:
             self.settle(grant, usage[0], usage[1], now)
         self.observe(headers, now, grant)
-        if retry_after_s is not None:
+        overload_goes_on = self._note_answer(now, overloaded)
+        if retry_after_s is not None and (not overloaded or overload_goes_on):
             self.pause(retry_after_s, now, grant)
         return True
+
+    def _note_answer(self, now: float, overloaded: bool) -> bool:
+        """Note an answer (`overloaded`: a 529); whether 529s are at least OVERLOAD_PAUSE_SHARE of the answers of
+        the last OVERLOAD_WINDOW_S."""
+        self.answers.append((now, overloaded))
+        self.overloads += overloaded
+        while self.answers[0][0] < now - OVERLOAD_WINDOW_S:
+            self.overloads -= self.answers.popleft()[1]
+        return self.overloads >= OVERLOAD_PAUSE_SHARE * len(self.answers)
 
     def settle(self, grant: Grant, input_tokens: int, output_tokens: int, now: float) -> None:
         """Replace a grant's estimates with the true usage (refund or charge the difference)."""
@@ -158,9 +178,9 @@ class PoolLimiter:
             b.level = min(b.capacity, b.level + 1.0)
 
     def pause(self, seconds: float, now: float, grant: Grant | None = None) -> None:
-        """429/529 with retry-after: nobody in the pool sends until then. A refusal of a request granted
-        before the latest pause began is that same episode: with 6% of answers 529 at 50 requests/s, letting
-        each in-flight refusal push the pause on kept the pool paused ~75% of the time (13 of 50 req/s)."""
+        """429 (or an overload going on) with retry-after: nobody in the pool sends until then. A refusal of a
+        request granted before the latest pause began is that same episode: when every in-flight refusal pushed
+        the pause on, 6% of answers 529 at 50 requests/s kept the pool paused ~75% of the time (13 of 50 req/s)."""
         if grant is not None and grant.granted_at < self.paused_at:
             return
         if now + seconds > self.paused_until:

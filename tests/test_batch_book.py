@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from cjcore.batch_book import BatchBook, Outcome, RetryPolicy
 from cjcore.completion import Policy
 from cjcore.contracts import Counters, ErrorType, Winner
@@ -45,6 +47,16 @@ def test_results_owe_retries_by_kind_with_backoff_for_transient_failures_only():
     assert wait is not None and 0.5 <= wait <= 1.0  # the 429: after its jittered backoff
     ready, wait = book.take_due(101.0)
     assert [a.correlation_id for a in ready] == [rows[1].correlation_id] and wait is None
+
+
+def test_a_retry_waits_at_least_the_providers_retry_after():
+    book = _book()
+    rows = _sent(book, 2)
+    book.record([Outcome(rows[0].correlation_id, Winner.ERROR, ErrorType.OVERLOADED, retry_after_s=5.0),
+                 Outcome(rows[1].correlation_id, Winner.ERROR, ErrorType.OVERLOADED)], now=10.0)
+    ready, wait = book.take_due(11.0)  # the one without retry-after: its backoff (at most 0.5 s) is over
+    assert [a.correlation_id for a in ready] == [rows[1].correlation_id] and wait == pytest.approx(4.0)
+    assert book.take_due(14.9)[0] == [] and len(book.take_due(15.0)[0]) == 1
 
 
 def test_the_outage_clock_runs_while_only_transient_failures_come_back_and_blocks_passivation():

@@ -75,6 +75,34 @@ def test_a_retry_after_pauses_the_whole_pool():
     assert lim.try_acquire(10, 2.0)[1] is not None
 
 
+def test_a_sporadic_529_does_not_pause_the_pool_but_an_overload_that_goes_on_does():
+    lim = PoolLimiter(Limits(6000, 10_000_000), now=0.0)
+    grants = [lim.try_acquire(10, 0.0)[1] for _ in range(40)]
+    for i, g in enumerate(grants[:20]):  # one answer in ten is a 529: the provider is working
+        sporadic = i % 10 == 9
+        lim.report(g, {}, None if sporadic else (10, 5), 1.0 if sporadic else None, 0.1, overloaded=sporadic)
+    assert lim.paused_until == 0.0 and lim.try_acquire(10, 0.1)[1] is not None
+    for g in grants[20:27]:  # then seven 529s in a row: 9 of the last 27 answers, still under half
+        lim.report(g, {}, None, 1.0, 0.5, overloaded=True)
+    assert lim.paused_until == 0.0
+    for g in grants[27:]:  # past half of the answers of the last two seconds: the pool waits for retry-after
+        lim.report(g, {}, None, 1.0, 0.6, overloaded=True)
+    assert lim.try_acquire(10, 1.0) == (pytest.approx(0.6), None)
+    late = lim.try_acquire(10, 5.0)[1]  # seconds later the old answers have left the window
+    lim.report(late, {}, (10, 5), None, 5.0)
+    lim.report(lim.try_acquire(10, 5.0)[1], {}, (10, 5), None, 5.0)
+    lim.report(lim.try_acquire(10, 5.0)[1], {}, None, 1.0, 5.1, overloaded=True)  # 1 of 3: no pause
+    assert lim.try_acquire(10, 5.2)[1] is not None
+
+
+def test_a_429_pauses_the_pool_whatever_the_answers_before_it():
+    lim = PoolLimiter(Limits(6000, 10_000_000), now=0.0)
+    for _ in range(20):
+        lim.report(lim.try_acquire(10, 0.0)[1], {}, (10, 5), None, 0.1)
+    lim.report(lim.try_acquire(10, 0.0)[1], {}, None, 2.0, 0.2)  # our key is over its limit
+    assert lim.try_acquire(10, 1.2) == (pytest.approx(1.0), None)
+
+
 def test_permit_requests_in_flight_cover_the_round_trip_at_the_pool_rate():
     assert acquire_depth(3000, 2) == 7  # 50/s × 0.25 s over 2 workers
     assert acquire_depth(300, 2) == 2  # a slow pool: at least two, so the pump is never idle on one trip
