@@ -11,8 +11,9 @@ state machine in a single loop:
     INITIALIZING → GENERATING_PAIRS → WAITING_CALLBACKS → SCORING → (GENERATING_PAIRS …) → COMPLETED
 
 Pair rows are committed (with `submitted`) before they are dispatched; each result is recorded at most
-once with its counter in the same statement; when a round has no result outstanding the batch is scored
-at once; finalization writes scores, projections and the one outbox event in one transaction. The round
+once with its counter in the same statement; when a round has no result outstanding (or, in Messages mode,
+no more than its tail: `CJ_ROUND_TAIL_PCT`) the batch is scored at once; it finalizes only with no result
+outstanding; finalization writes scores, projections and the one outbox event in one transaction. The round
 bookkeeping is `cjcore.batch_book.BatchBook`; this class persists and routes.
 """
 
@@ -105,6 +106,7 @@ class BatchCoordinator:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._final_wait = False  # SCORING decided to finalize while the round's tail was out: wait for it
 
     @classmethod
     async def activate(cls, ctx: HostContext, batch_id: str, recovering: bool) -> BatchCoordinator | None:
@@ -154,7 +156,7 @@ class BatchCoordinator:
             batch_id=self.batch_id, essay_ids=list(self._essays), policy=policy,
             retry=RetryPolicy(settings.max_attempts, settings.retry_backoff_s, settings.retry_backoff_max_s),
             held=frozenset(self._held), seed=self._request.pair_generation_seed,
-            pairs_per_essay=settings.round_pairs_per_essay, not_judged=snap.not_judged,
+            pairs_per_essay=settings.round_pairs_per_essay, tail_pct=settings.round_tail, not_judged=snap.not_judged,
             # Valid verdicts at the last scoring: a round counts as evidence only if it added enough of them.
             valid_at_fit=snap.metadata.completion.valid_at_fit if snap.metadata.completion else 0,
             in_flight={a.correlation_id: a for a in snap.pending},
@@ -225,7 +227,7 @@ class BatchCoordinator:
                 self._log.info("batch %s: result for %s already recorded; ignored", self.batch_id, r.correlation_id)
         new = self._book.record((Outcome(r.correlation_id, r.winner, r.error_type, r.retry_after_s) for r in results
                                  if r.correlation_id in recorded), now, retry=self._stopping is None)
-        if self._book.owed or self._counters.in_flight == 0:
+        if self._book.owed or self._counters.in_flight == 0 or self._book.round_in():
             self._wake.set()
         return new
 
@@ -312,10 +314,15 @@ class BatchCoordinator:
         elif state is BatchState.WAITING_CALLBACKS:
             if self._book.owed:
                 await self._retry()
-            elif self._counters.in_flight == 0:
+            elif self._counters.in_flight == 0 or self._book.round_in():
                 await self._move(BatchState.SCORING)
-        elif state is BatchState.SCORING:
+        elif state is BatchState.SCORING and self._scorable():
+            self._final_wait = False
             await self._score()
+
+    def _scorable(self) -> bool:
+        """The verdicts are read back only with nothing out, and a batch finalizes only with nothing out."""
+        return self._counters.in_flight == 0 or not (self._final_wait or self._book.valid is None)
 
     async def _start_round(self) -> None:
         c = self._counters
@@ -331,7 +338,7 @@ class BatchCoordinator:
             raise RuntimeError(f"batch {self.batch_id}: round {iteration} already committed; rehydrating")
         self._counters = _newer(self._counters, counters)
         self._state = BatchState.WAITING_CALLBACKS
-        self._book.sent(rows)
+        self._book.sent(rows, new_round=True)
         self._log.info("batch %s: round %d, %d pairs committed (budget %d, submitted %d; %s)", self.batch_id, iteration,
                        len(rows), c.total_budget, counters.submitted, self._completion_note())
         await self._dispatch(rows)
@@ -421,13 +428,18 @@ class BatchCoordinator:
     async def _score(self) -> None:
         if self._book.valid is None:  # no result is outstanding now, so none can land during the read
             self._book.valid = await self._repo.valid_comparisons(self.batch_id)
-        comparisons = self._book.valid
+        # What the fit sees, taken together: results of the round's tail may land while it runs.
+        comparisons, c = list(self._book.valid), self._counters
         ids = list(self._essays)
         alpha = self._settings.bt_regularization
         fit: BTFit = await self._scorer.fit.remote(ids, comparisons, alpha, self._held)
-        c = self._counters
         scored = self._book.judge(fit, c, comparisons, self._threshold_pct)
         decision, meta = scored.decision, scored.meta
+        if decision.finalize and self._counters.in_flight:
+            self._final_wait = True  # scored again once the tail has landed, with every result
+            self._log.info("batch %s: round %d would end the batch (%s); waiting for its last %d results",
+                           self.batch_id, c.iterations, decision.reason, self._counters.in_flight)
+            return
         self._log.info(
             "batch %s: round %d scored: reliability %.3f (target %g), %d new valid verdicts, position bias %.3f ± "
             "%.3f, max change %s (stable below %g), %s; %s",

@@ -199,6 +199,13 @@ async def run_load(settings: Settings, sim: SimProvider | None, plan: LoadPlan, 
             # a run bound by the limit alone; wall ≤ 1.15 × the limit's own time is ≥ 0.87).
             rate_limit_use_pct=round(100 * calls / (wall / 60) / plan.rpm, 1) if plan.rpm and wall else None,
         )
+        if sim is not None and sim.arrivals and plan.rpm:
+            # The same up to the last request the provider received: the rest of the wall is that request's
+            # answer, and the slowest answers of the last seconds (an exponential latency's tail), which no
+            # client can shorten without sending calls twice.
+            sending = sim.arrivals[-1] - started
+            report.update(sending_s=round(sending, 2), after_last_request_s=round(wall - sending, 2),
+                          rate_limit_use_while_sending_pct=round(100 * calls / (sending / 60) / plan.rpm, 1))
         mem = await memory
         report.update(
             peak_in_progress=peak[0],

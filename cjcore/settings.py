@@ -42,6 +42,7 @@ def default_state_dir() -> Path:
     return Path(base) / "cj"
 
 
+MESSAGES_ROUND_TAIL_PCT = 10.0  # docs/benchmarks.md "Calls in flight follow the latency"
 BATCHES_PAIRS_PER_ESSAY = 2.5  # `bench pairing --sections rounds`: 24 essays reach 0.85 in at most 4 round trips
 
 
@@ -113,6 +114,11 @@ class Settings(BaseSettings):
     # Pairs planned per essay each round. None: 1 in Messages mode (a round trip takes seconds, so small adaptive
     # rounds cost nothing), 2.5 in Message Batches mode (a round trip takes up to hours: fewer, larger rounds).
     pairs_per_essay_per_round: float | None = Field(default=None, gt=0)
+    # A round is scored, and the next one sent, once no more than this share of its pairs is still out; the
+    # tail lands during the next round, and a batch finalizes only with nothing out. None: 10 in Messages mode
+    # (each round otherwise waits for its slowest answer), 0 in Message Batches mode (a Message Batch answers
+    # all at once, and a batch waiting on one must hold nothing).
+    round_tail_pct: float | None = Field(default=None, ge=0, lt=100)
     bt_regularization: float = Field(default=0.3, gt=0)  # prior precision; docs/assessment.md "Completion…"
     max_attempts: int = Field(default=3, ge=1, le=10)  # per comparison, counting retries as new attempts
     min_success_rate: float = Field(default=0.25, ge=0, le=1)  # valid / attempts; below it the batch FAILS
@@ -202,6 +208,12 @@ class Settings(BaseSettings):
         if self.pairs_per_essay_per_round is not None:
             return self.pairs_per_essay_per_round
         return BATCHES_PAIRS_PER_ESSAY if self.provider_mode == "batches" else 1.0
+
+    @property
+    def round_tail(self) -> float:
+        if self.round_tail_pct is not None:
+            return self.round_tail_pct
+        return 0.0 if self.provider_mode == "batches" else MESSAGES_ROUND_TAIL_PCT
 
     def batches_api_limits(self) -> Limits:
         return Limits(self.batches_api_requests_per_minute or 50, 10**12)

@@ -43,7 +43,8 @@ class BatchQueue(Store):
 
     async def backlog(self, pairs_per_essay: float) -> int:
         """Comparisons the deployment's batches in progress have waiting for the provider: each batch's
-        outstanding attempts, or, between rounds (no attempt out), what its next round will ask for."""
+        outstanding attempts, and between rounds what its next round will ask for (a round's tail may still be
+        out then: CJ_ROUND_TAIL_PCT)."""
         outstanding = (batch_states.c.submitted_comparisons - batch_states.c.completed_comparisons
                        - batch_states.c.failed_comparisons)
         between = batch_states.c.state.in_([BatchState.INITIALIZING, BatchState.GENERATING_PAIRS, BatchState.SCORING])
@@ -52,7 +53,7 @@ class BatchQueue(Store):
             func.ceil(func.coalesce(batch_states.c.metadata["n_essays"].as_integer(), 0) * pairs_per_essay))
         async with self.engine.connect() as conn:
             return int((await conn.execute(
-                select(func.coalesce(func.sum(case((between, next_round), else_=outstanding)), 0))
+                select(func.coalesce(func.sum(case((between, outstanding + next_round), else_=outstanding)), 0))
                 .select_from(batch_states).join(batches, batches.c.batch_id == batch_states.c.batch_id)
                 .where(batch_states.c.state.in_(IN_PROGRESS), of_deployment(self.namespace))
             )).scalar_one())

@@ -59,6 +59,35 @@ def test_a_retry_waits_at_least_the_providers_retry_after():
     assert book.take_due(14.9)[0] == [] and len(book.take_due(15.0)[0]) == 1
 
 
+def test_a_round_is_in_once_only_its_tail_is_out_and_the_next_round_leaves_those_pairs_alone():
+    ids = [f"e{i}" for i in range(40)]
+    policy = Policy(threshold_pct=95, stability_threshold=0.1, max_iterations=20)
+    book, barrier = (BatchBook(batch_id="b", essay_ids=ids, policy=policy, tail_pct=pct) for pct in (10.0, 0.0))
+    for b in (book, barrier):
+        b.sent([Attempt(f"r1/{i}", p.essay_a_id, p.essay_b_id, 1)
+                for i, p in enumerate(b.plan_round(Counters(total_budget=1000)))], new_round=True)
+    rows = list(book.in_flight.values())
+    assert book.round_sent == len(rows) == 40 and not book.round_in()
+    answered = [Outcome(r.correlation_id, Winner.ESSAY_A) for r in rows[:35]]
+    book.record(answered, now=1.0)
+    barrier.record(answered, now=1.0)
+    assert not book.round_in()  # five out: more than a tenth of the round
+    book.record([Outcome(rows[35].correlation_id, Winner.ESSAY_B)], now=2.0)
+    barrier.record([Outcome(rows[35].correlation_id, Winner.ESSAY_B)], now=2.0)
+    assert book.round_in() and not barrier.round_in()  # four out: the tail; without one, every result first
+    tail = {(r.essay_a_id, r.essay_b_id) for r in rows[36:]}
+    following = book.plan_round(Counters(total_budget=1000, submitted=40, completed=36, iterations=1))
+    assert following and not tail & {(p.essay_a_id, p.essay_b_id) for p in following} \
+        and not tail & {(p.essay_b_id, p.essay_a_id) for p in following}
+    book.sent([Attempt(f"r2/{i}", p.essay_a_id, p.essay_b_id, 1) for i, p in enumerate(following)], new_round=True)
+    assert len(book.in_flight) == 4 + len(following) and not book.round_in()
+    second = [r for r in book.in_flight.values() if r.correlation_id.startswith("r2/")]
+    book.record([Outcome(r.correlation_id, Winner.ESSAY_A) for r in [*rows[36:], *second[2:]]], now=3.0)
+    assert len(book.in_flight) == 2 and book.round_in()
+    book.record([Outcome("someone-elses", Winner.ESSAY_A)], now=3.0)  # verdicts to read back: every result first
+    assert book.valid is None and not book.round_in()
+
+
 def test_the_outage_clock_runs_while_only_transient_failures_come_back_and_blocks_passivation():
     book = _book()
     rows = _sent(book, 4)
