@@ -100,6 +100,21 @@ async def _pg_restarter(pgdata: Path, plan: LoadPlan, chaos: Chaos, stop: asynci
     chaos.pg_restarts += 1
 
 
+def use_ceiling_pct(calls: int, rpm: int, latency_ms: float, runs: int = 51) -> float:
+    """The most `rate_limit_use_pct` a client could reach for `calls` at `rpm` with the simulated provider's
+    latency (exponential, mean `latency_ms`): every call sent at the limit from the first instant (one second's
+    worth at once, as our limiter starts), the run over at its slowest answer; the median of `runs` draws.
+    E.g. 8,006 calls at 4,000/min and 3 s: the last answers land ~17 s after the last call is sent."""
+    import numpy as np
+
+    rate = rpm / 60
+    sent = np.maximum(0.0, (np.arange(calls) - rate) / rate)  # the first second's worth goes at once
+    rng = np.random.default_rng(0)
+    latencies = rng.exponential(latency_ms / 1000, (runs, calls)) if latency_ms > 0 else np.zeros((runs, calls))
+    wall = float(np.median((sent + latencies).max(axis=1)))
+    return round(100 * calls / (wall / 60) / rpm, 1) if wall > 0 else 100.0
+
+
 class ProviderStats:
     """What the provider served during the load: the local simulated server's counters, or `GET /stats`
     of the deployment's simulated server (--address); empty for the real API."""
@@ -205,7 +220,8 @@ async def run_load(settings: Settings, sim: SimProvider | None, plan: LoadPlan, 
             # client can shorten without sending calls twice.
             sending = sim.arrivals[-1] - started
             report.update(sending_s=round(sending, 2), after_last_request_s=round(wall - sending, 2),
-                          rate_limit_use_while_sending_pct=round(100 * calls / (sending / 60) / plan.rpm, 1))
+                          rate_limit_use_while_sending_pct=round(100 * calls / (sending / 60) / plan.rpm, 1),
+                          rate_limit_use_ceiling_pct=use_ceiling_pct(calls, plan.rpm, sim.config.latency_ms))
         mem = await memory
         report.update(
             peak_in_progress=peak[0],
