@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 
 import ray
@@ -140,6 +141,26 @@ def test_a_24_essay_batch_on_a_consistent_judge_stops_on_stable_before_its_budge
     assert result.completion_reason == "stable"
     assert result.counters.submitted < 276
     assert result.completion and result.completion.last_max_change < result.completion.stability_threshold
+
+
+def test_a_round_does_not_wait_for_its_tail_but_the_batch_ends_only_with_every_result_in(stack, sim):
+    # Rounds of 40 pairs, 10% tail (the stack's default in Messages mode): once 36 are in, the next round is
+    # sent. With latencies of mean 0.8 s the 4 still out take longer than a fit (a fit of 40 essays takes
+    # milliseconds; were it 0.5 s, all four would be in first in 5% of rounds, and there are three chances).
+    sim.configure(latency_ms=800.0)
+    result = run_batch(stack, {"essays": essays(40, "tail"), "max_comparisons": 160,
+                               "completion_threshold_pct": 100, "target_reliability": 1.0})
+    assert result.state is BatchState.COMPLETED and result.counters.iterations >= 2
+    rounds = sql(stack, """
+        SELECT iteration, count(*) AS n, min(created_at) AS sent, max(completed_at) AS last_in
+        FROM cj_comparison_pairs WHERE batch_id = :b GROUP BY iteration ORDER BY iteration""", b=result.batch_id)
+    overlapped = [r.iteration for r, nxt in itertools.pairwise(rounds) if r.last_in > nxt.sent]
+    print(f"\nrounds whose tail landed after the next round was sent: {overlapped} of {len(rounds) - 1}")
+    assert overlapped
+    (finished,) = sql(stack, "SELECT finished_at FROM cj_batches WHERE batch_id = :b", b=result.batch_id)
+    assert all(r.last_in <= finished.finished_at for r in rounds)  # finalized with nothing out
+    assert result.counters.completed + result.counters.failed == result.counters.submitted
+    assert repo_call(stack, "check_invariants", result.batch_id) == []
 
 
 def test_the_same_seed_gives_the_same_pairs(stack, sim):
