@@ -164,7 +164,8 @@ class BatchCoordinator:
             # Failed attempts of this round still to retry (due at once after an activation).
             owed=[a for a, err in snap.unretried if should_retry(err, a.attempt, settings.max_attempts)]
             if self._state is BatchState.WAITING_CALLBACKS and self._stopping is None else [],
-            valid=None,  # read from the database at the next scoring, when no result is outstanding
+            # Read from the database at the next scoring, when no result is outstanding; none yet with no rows.
+            valid=[] if not snap.attempted else None,
             last_scores={e.essay_id: e.score for e in snap.essays if e.score is not None},
             last_ses={e.essay_id: e.se for e in snap.essays if e.se is not None},
         )
