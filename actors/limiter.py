@@ -1,8 +1,9 @@
 """RateLimiter (`cj-limiter`): the one limiter of the provider pool, whatever the number of workers and
 batches. A thin shell around cjcore.rate_limit.PoolLimiter: requests are granted in arrival order (an
-asyncio.Lock is FIFO), and the lock is held while waiting for refill, which is the queue. A restart is as
-safe as a first start: one second's worth until a response's headers are seen, and reports for grants of
-the previous incarnation are ignored."""
+asyncio.Lock is FIFO), and the lock is held while waiting for refill, which is the queue. A restart is
+safer than a first start: it begins empty (its predecessor may have just spent the server's allowance) and
+holds at most one second's worth until a response's headers are seen, and reports for grants of the
+previous incarnation are ignored."""
 
 from __future__ import annotations
 
@@ -28,11 +29,12 @@ class RateLimiter:
         self.granted = 0
         self.waited_s = 0.0
         self.foreign_reports = 0
+        self._restarted = ray.get_runtime_context().was_current_actor_reconstructed
 
     def _pool(self, key: str) -> PoolLimiter:
         if key not in self._pools:
             limits = self._batches_api if key.endswith(BATCHES_API) else self._default
-            self._pools[key] = PoolLimiter(limits, time.monotonic())
+            self._pools[key] = PoolLimiter(limits, time.monotonic(), restarted=self._restarted)
             self._lock[key] = asyncio.Lock()
             self._forget_idle()
         self._pools.move_to_end(key)

@@ -35,7 +35,8 @@ CHARS_PER_TOKEN = 3.5  # a first guess; the true ratio is learned from usage (Po
 INPUT_MARGIN = 1.02  # learned estimates are means: keep 2% headroom
 # Buckets hold a minute's worth, like the provider's. Until a response has told us the server's
 # `remaining`, we hold at most one second's worth: we do not know what else has drawn on the key, so we
-# do not burst blind (and sharp ramps meet the provider's acceleration limits).
+# do not burst blind (and sharp ramps meet the provider's acceleration limits). A restarted limiter starts
+# with nothing and refills from there: its predecessor may have just spent the server's allowance.
 START_ALLOWANCE_S = 1.0
 # A 529 pauses the pool when at least this share of the answers of the last OVERLOAD_WINDOW_S were 529s: an
 # overload that goes on. Sporadic 529s (6% of answers in `loadtest`'s faults) paused the pool about once a
@@ -95,6 +96,7 @@ class PoolLimiter:
     answers: deque[tuple[float, bool]] = field(default_factory=deque)  # (when, a 529?) within OVERLOAD_WINDOW_S
     overloads: int = 0  # the 529s among `answers`
     synced: bool = False  # a `remaining` header has been seen
+    restarted: bool = False  # another limiter granted on this key just before: start empty
     granted_total: dict[str, float] = field(default_factory=lambda: {"requests": 0.0, "input_tokens": 0.0,
                                                                       "output_tokens": 0.0})
     # Who grants: a restarted limiter is a new PoolLimiter and ignores reports of its predecessor's grants
@@ -102,8 +104,8 @@ class PoolLimiter:
     issuer: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def __post_init__(self) -> None:
-        self.buckets = {name: _bucket(limit, self.now) for name, limit in self.limits.as_dict().items()
-                        if limit is not None}
+        self.buckets = {name: _bucket(limit, self.now, empty=self.restarted)
+                        for name, limit in self.limits.as_dict().items() if limit is not None}
 
     def _need(self, input_tokens: int) -> dict[str, float]:
         scaled = input_tokens * self.input_ratio * INPUT_MARGIN
@@ -220,9 +222,9 @@ class PoolLimiter:
                 for name, b in self.buckets.items()}
 
 
-def _bucket(limit_per_min: int, now: float) -> TokenBucket:
+def _bucket(limit_per_min: int, now: float, *, empty: bool = False) -> TokenBucket:
     b = TokenBucket.per_minute(limit_per_min, now)
-    b.level = b.refill_per_s * START_ALLOWANCE_S
+    b.level = 0.0 if empty else b.refill_per_s * START_ALLOWANCE_S
     return b
 
 

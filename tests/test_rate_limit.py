@@ -173,17 +173,19 @@ def test_settings_check(limits, real, problem):
     assert (problem in found[0]) if problem else found == []
 
 
-def test_a_restarted_limiter_ignores_reports_of_its_predecessors_grants_and_holds_one_seconds_worth():
+def test_a_restarted_limiter_ignores_reports_of_its_predecessors_grants_and_starts_empty():
     limits = Limits(4_000, 100_000_000)
     old = PoolLimiter(limits, now=0.0)
     old.observe({"anthropic-ratelimit-requests-remaining": "3990"}, 0.0)
     old_grants = [old.try_acquire(10, 100.0 + i)[1] for i in range(3_000)]  # its totals run into the thousands
-    new = PoolLimiter(limits, now=3_100.0)  # the actor restarted
+    new = PoolLimiter(limits, now=3_100.0, restarted=True)  # the actor restarted
     headers = {"anthropic-ratelimit-requests-limit": "4000", "anthropic-ratelimit-requests-remaining": "10"}
     # Read as its own, the old grant's totals made "10 remained" look like thousands: 4,000 went out at once.
     assert not new.report(old_grants[-1], headers, (100, 20), None, 3_100.5)
     assert not new.synced
-    assert _drain(new, 3_100.5) == 66  # 4,000/min: one second's worth, as at a first start
+    # Half a second's refill at 4,000/min: a restart starts empty, where a first start holds one second's worth
+    # (its predecessor may have just spent the server's allowance: bursting then met 429s when it was killed).
+    assert _drain(new, 3_100.5) == 33
     _, mine = new.try_acquire(10, 3_101.5)
     assert new.report(mine, headers, (100, 20), None, 3_101.6)
     assert new.synced and _drain(new, 3_101.6) == 16  # the server's 10, + 6.7 refilled in the 0.1 s since
