@@ -131,6 +131,15 @@ class SimProvider:
         self._judge = Judge(self.config.truth, self.config.noise, self.config.position_bias, self._rng)
         self._buckets.clear()
 
+    def start_limits(self) -> None:
+        """Start the rate-limit buckets now, holding `initial_s` seconds' worth, rather than at the first request
+        (a test whose client starts its own bucket earlier than the server's first request compares like with
+        like)."""
+        now = time.monotonic()
+        for name, limit in (("requests", self.config.rpm), ("input", self.config.tpm),
+                            ("output", self.config.output_tpm)):
+            self._bucket(name, limit, now)
+
     def reset_stats(self) -> None:
         # Bounded: the simulator serves load tests of millions of requests (the latest MAX_KEPT of each).
         self.arrivals: deque[float] = deque(maxlen=MAX_KEPT)  # monotonic time of each request, for rate checks
