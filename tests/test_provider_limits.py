@@ -81,6 +81,7 @@ def test_limits_learned_when_configured_2x_too_low(deployment, sim):
     real = 1200
     settings = deployment(services=False, requests_per_minute=real // 2)
     sim.configure(rpm=real, initial_s=1.0)  # a busy key: no burst to hide the sustained rate
+    sim.start_limits()  # before our first grant, as in the 8-worker test
     run_batches(settings, _small_batches(4, "lo", size=11))
     assert _learned(settings).get("requests") == real
     arrivals = sim.arrivals
@@ -176,6 +177,7 @@ def test_killing_the_limiter_every_two_seconds_keeps_429s_under_two_percent(depl
     rpm = 600  # 10 a second, the server's real limit and ours
     settings = deployment(services=False, requests_per_minute=rpm)
     sim.configure(rpm=rpm, initial_s=1.0)
+    sim.start_limits()  # before our first grant, as in the 8-worker test
     stop = threading.Event()
     kills = []
 
