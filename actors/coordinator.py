@@ -228,7 +228,7 @@ class BatchCoordinator:
                 self._log.info("batch %s: result for %s already recorded; ignored", self.batch_id, r.correlation_id)
         new = self._book.record((Outcome(r.correlation_id, r.winner, r.error_type, r.retry_after_s) for r in results
                                  if r.correlation_id in recorded), now, retry=self._stopping is None)
-        if self._book.owed or self._counters.in_flight == 0 or self._book.round_in():
+        if self._book.owed or self._round_in():
             self._wake.set()
         return new
 
@@ -315,11 +315,15 @@ class BatchCoordinator:
         elif state is BatchState.WAITING_CALLBACKS:
             if self._book.owed:
                 await self._retry()
-            elif self._counters.in_flight == 0 or self._book.round_in():
+            elif self._round_in():
                 await self._move(BatchState.SCORING)
         elif state is BatchState.SCORING and self._scorable():
             self._final_wait = False
             await self._score()
+
+    def _round_in(self) -> bool:
+        """Nothing out by the database's counters, or the book lets the round go with its tail out."""
+        return self._counters.in_flight == 0 or self._book.round_in()
 
     def _scorable(self) -> bool:
         """The verdicts are read back only with nothing out, and a batch finalizes only with nothing out."""

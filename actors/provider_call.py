@@ -33,7 +33,6 @@ from cjcore.settings import ModelPrice
 class ProviderOutcome:
     result: ComparisonResult
     headers: dict[str, str] = field(default_factory=dict)  # anthropic-ratelimit-*, retry-after, request-id
-    retry_after_s: float | None = None
 
 
 def _ratelimit_headers(headers: object) -> dict[str, str]:
@@ -104,9 +103,8 @@ async def compare(client: anthropic.AsyncAnthropic, req: ComparisonRequest, pric
     except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
         kind, details, ids = _failure(exc)
         headers = _ratelimit_headers(exc.response.headers) if isinstance(exc, anthropic.APIStatusError) else {}
-        retry_after = _retry_after(headers)
-        return ProviderOutcome(ComparisonResult.error(req, kind, details, latency_ms=ms(), retry_after_s=retry_after,
-                                                      **ids), headers, retry_after)
+        return ProviderOutcome(ComparisonResult.error(req, kind, details, latency_ms=ms(),
+                                                      retry_after_s=_retry_after(headers), **ids), headers)
     headers = _ratelimit_headers(raw.headers)
     status = raw.http_response.status_code
     # Decoded as plain JSON, not into the SDK's typed Message (its construction was a twentieth of a worker's

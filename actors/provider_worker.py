@@ -532,7 +532,7 @@ class ProviderWorker:
             usage = (result.input_tokens + result.cache_write_tokens, result.output_tokens)
         else:  # admitted, then failed: the estimate stays charged
             usage = (getattr(grant, "input_tokens", 0), 0)
-        return usage, outcome.retry_after_s if status in (429, 529) else None, status == 529
+        return usage, result.retry_after_s if status in (429, 529) else None, status == 529
 
     def _report(self, key: str, items: list[Any]) -> None:
         """Reports to the limiter go in one call per key every REPORT_EVERY_S, not one per comparison."""

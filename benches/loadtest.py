@@ -110,7 +110,7 @@ def use_ceiling_pct(calls: int, rpm: int, latency_ms: float, runs: int = 51) -> 
     rate = rpm / 60
     sent = np.maximum(0.0, (np.arange(calls) - rate) / rate)  # the first second's worth goes at once
     rng = np.random.default_rng(0)
-    latencies = rng.exponential(latency_ms / 1000, (runs, calls)) if latency_ms > 0 else np.zeros((runs, calls))
+    latencies = rng.exponential(latency_ms / 1000, (runs, calls))
     wall = float(np.median((sent + latencies).max(axis=1)))
     return round(100 * calls / (wall / 60) / rpm, 1) if wall > 0 else 100.0
 

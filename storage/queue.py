@@ -53,7 +53,7 @@ class BatchQueue(Store):
             func.ceil(func.coalesce(batch_states.c.metadata["n_essays"].as_integer(), 0) * pairs_per_essay))
         async with self.engine.connect() as conn:
             return int((await conn.execute(
-                select(func.coalesce(func.sum(case((between, outstanding + next_round), else_=outstanding)), 0))
+                select(func.coalesce(func.sum(outstanding + case((between, next_round), else_=0)), 0))
                 .select_from(batch_states).join(batches, batches.c.batch_id == batch_states.c.batch_id)
                 .where(batch_states.c.state.in_(IN_PROGRESS), of_deployment(self.namespace))
             )).scalar_one())
